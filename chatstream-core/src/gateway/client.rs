@@ -1,0 +1,259 @@
+//! One client's view of a stream.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use super::hub::{ClientRx, Hub, HubMsg};
+use super::Inner;
+use crate::{ClientEvent, Fault, StreamEvent, StreamKey, TokenEnvelope};
+
+pub(crate) struct ClientInit {
+    pub(crate) key: StreamKey,
+    pub(crate) replay: VecDeque<Arc<TokenEnvelope>>,
+    pub(crate) rx: ClientRx,
+    pub(crate) fault: Option<Fault>,
+    pub(crate) after_seq: Option<u64>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// The events of one stream for one client: envelopes in order without duplicates, a
+/// [`ClientEvent::Reset`] before the envelopes of a new attempt, and a
+/// [`ClientEvent::Fault`] when the stream cannot go on. Ends after `End` or a fault.
+/// Dropping it before the end counts as a client disconnect.
+pub struct ClientStream {
+    key: StreamKey,
+    inner: BoxStream<'static, ClientEvent>,
+}
+
+impl std::fmt::Debug for ClientStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientStream")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientStream {
+    pub(crate) fn new(init: ClientInit) -> Self {
+        let ClientInit {
+            key,
+            mut replay,
+            rx,
+            fault,
+            after_seq,
+            hub,
+            inner,
+        } = init;
+        let mut seen_attempt = after_seq.map(TokenEnvelope::attempt_of_seq);
+        if seen_attempt.is_none() {
+            // A fresh client skips the remains of attempts that were superseded.
+            if let Some(max) = replay.iter().map(|e| e.attempt).max() {
+                replay.retain(|e| e.attempt == max);
+                seen_attempt = Some(max);
+            }
+        }
+        let now = Instant::now();
+        let deadline = inner.config.stream_timeout.map(|t| now + t);
+        let state = State {
+            replay,
+            rx,
+            initial_fault: fault,
+            pending: VecDeque::new(),
+            last_seq: after_seq,
+            seen_attempt,
+            done: false,
+            shutdown: inner.shutdown.subscribe(),
+            deadline,
+            last_activity: now,
+            timer: None,
+            lease: Lease {
+                hub,
+                inner,
+                finished: false,
+            },
+        };
+        Self {
+            key,
+            inner: futures::stream::unfold(state, State::next).boxed(),
+        }
+    }
+
+    /// The stream this client follows.
+    pub fn key(&self) -> &StreamKey {
+        &self.key
+    }
+}
+
+impl Stream for ClientStream {
+    type Item = ClientEvent;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+struct Lease {
+    hub: Arc<Hub>,
+    inner: Arc<Inner>,
+    /// The client saw the end (or a fault that ends the stream for everyone).
+    finished: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let m = &self.inner.metrics;
+        m.clients_closed.fetch_add(1, Ordering::Relaxed);
+        if !self.finished {
+            m.client_disconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        self.hub.leave(&self.inner);
+    }
+}
+
+struct State {
+    replay: VecDeque<Arc<TokenEnvelope>>,
+    rx: ClientRx,
+    initial_fault: Option<Fault>,
+    pending: VecDeque<ClientEvent>,
+    last_seq: Option<u64>,
+    seen_attempt: Option<u32>,
+    done: bool,
+    shutdown: watch::Receiver<bool>,
+    deadline: Option<Instant>,
+    /// When the last envelope (or the stream's start) was seen, for the idle timeout.
+    last_activity: Instant,
+    /// One timer for both timeouts, made once and moved only when it fires early: arming a
+    /// timer per envelope cost a timer-wheel insertion and removal per token.
+    timer: Option<Pin<Box<Sleep>>>,
+    lease: Lease,
+}
+
+impl State {
+    async fn next(mut self) -> Option<(ClientEvent, Self)> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Some((ev, self));
+            }
+            if self.done {
+                return None;
+            }
+            let msg = self.recv().await;
+            match msg {
+                HubMsg::Env(env) => self.accept(env),
+                HubMsg::Fault(fault) => {
+                    if fault == Fault::SlowConsumer {
+                        self.lease
+                            .inner
+                            .metrics
+                            .slow_consumers
+                            .fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.lease.finished = true;
+                    }
+                    self.done = true;
+                    self.pending.push_back(ClientEvent::Fault(fault));
+                }
+            }
+        }
+    }
+
+    /// When the stream times out if nothing else arrives: the earlier of its deadline and
+    /// the idle timeout after the last activity.
+    fn due(&self) -> Option<Instant> {
+        let idle = self
+            .lease
+            .inner
+            .config
+            .idle_timeout
+            .map(|t| self.last_activity + t);
+        match (self.deadline, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    async fn recv(&mut self) -> HubMsg {
+        if let Some(env) = self.replay.pop_front() {
+            return HubMsg::Env(env);
+        }
+        if let Some(f) = self.initial_fault.take() {
+            return HubMsg::Fault(f);
+        }
+        let due = self.due();
+        if let Some(due) = due {
+            if self.timer.is_none() {
+                self.timer = Some(Box::pin(tokio::time::sleep_until(due)));
+            }
+        }
+        let msg = loop {
+            let timer = async {
+                match self.timer.as_mut() {
+                    Some(t) => t.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let fired = tokio::select! {
+                r = self.rx.queue.recv() => Some(r),
+                _ = self.shutdown.wait_for(|s| *s) => break HubMsg::Fault(Fault::ShuttingDown),
+                _ = timer => None,
+            };
+            match fired {
+                Some(Some(m)) => break m,
+                Some(None) if self.rx.queue.lagged() => break HubMsg::Fault(Fault::SlowConsumer),
+                Some(None) => {
+                    break HubMsg::Fault(Fault::Unavailable(
+                        "the stream closed before its end".into(),
+                    ))
+                }
+                // The timer fired at the due time it was set to; activity since may have
+                // moved that later.
+                None => match (self.due(), self.timer.as_mut()) {
+                    (Some(due), Some(t)) if due > Instant::now() => t.as_mut().reset(due),
+                    _ => break HubMsg::Fault(Fault::TimedOut),
+                },
+            }
+        };
+        self.last_activity = Instant::now();
+        msg
+    }
+
+    fn accept(&mut self, env: Arc<TokenEnvelope>) {
+        let end = env.event.is_end();
+        if self.last_seq.is_some_and(|l| env.seq <= l) && !end {
+            return; // duplicate
+        }
+        if self.seen_attempt.is_some_and(|a| env.attempt < a) && !end {
+            return; // late envelope of a superseded attempt
+        }
+        if self.seen_attempt.is_some_and(|a| env.attempt > a) {
+            self.pending.push_back(ClientEvent::Reset {
+                attempt: env.attempt,
+            });
+        }
+        self.seen_attempt = Some(env.attempt);
+        self.last_seq = self.last_seq.max(Some(env.seq));
+        match env.event {
+            StreamEvent::End { .. } => {
+                self.done = true;
+                self.lease.finished = true;
+            }
+            StreamEvent::Token { .. } => {
+                self.lease
+                    .inner
+                    .metrics
+                    .tokens_relayed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        self.pending.push_back(ClientEvent::Envelope(env));
+    }
+}

@@ -1,0 +1,398 @@
+//! A hub: one broker subscription of one stream, fanned out to the local clients.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::client::{ClientInit, ClientStream};
+use super::Inner;
+use crate::{Error, Fault, StreamEvent, StreamKey, TokenEnvelope};
+
+#[derive(Debug, Clone)]
+pub(crate) enum HubMsg {
+    Env(Arc<TokenEnvelope>),
+    Fault(Fault),
+}
+
+/// One client's queue: bounded by `client_buffer`, and allocated only while messages wait
+/// in it (a tokio mpsc channel allocates a block of 32 slots per client up front; a
+/// broadcast channel all `client_buffer` slots per stream).
+#[derive(Debug, Default)]
+pub(crate) struct ClientQueue {
+    state: Mutex<QueueState>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: VecDeque<HubMsg>,
+    /// The queue was full: the client is cut off once it has read what it holds.
+    lagged: bool,
+    /// The client is gone.
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+impl ClientQueue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `msg`; false when the client is gone or has just been cut off.
+    fn push(&self, msg: HubMsg, bound: usize) -> bool {
+        let (queued, waker) = {
+            let mut q = self.lock();
+            if q.closed || q.lagged {
+                return false;
+            }
+            if q.items.len() >= bound {
+                q.lagged = true;
+                (false, q.waker.take())
+            } else {
+                q.items.push_back(msg);
+                (true, q.waker.take())
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        queued
+    }
+
+    /// The next message; `None` once a cut-off client has read what was queued.
+    pub(crate) async fn recv(&self) -> Option<HubMsg> {
+        std::future::poll_fn(|cx| {
+            let mut q = self.lock();
+            if let Some(m) = q.items.pop_front() {
+                return Poll::Ready(Some(m));
+            }
+            if q.lagged {
+                return Poll::Ready(None);
+            }
+            if !q.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                q.waker = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether the client was cut off for falling behind.
+    pub(crate) fn lagged(&self) -> bool {
+        self.lock().lagged
+    }
+}
+
+/// The client's end of its queue; dropping it tells the hub the client is gone.
+#[derive(Debug)]
+pub(crate) struct ClientRx {
+    pub(crate) queue: Arc<ClientQueue>,
+}
+
+impl Drop for ClientRx {
+    fn drop(&mut self) {
+        let mut q = self.queue.lock();
+        q.closed = true;
+        q.items.clear();
+    }
+}
+
+#[derive(Debug, Default)]
+struct HubState {
+    history: VecDeque<Arc<TokenEnvelope>>,
+    /// Highest seq dropped from `history`.
+    trimmed_upto: Option<u64>,
+    ended: bool,
+    fault: Option<Fault>,
+    clients: usize,
+    ever_had_client: bool,
+    /// Bumped on every join and leave, so a pending teardown knows it is stale.
+    generation: u64,
+    first_token_seen: bool,
+    /// One bounded queue per client. Not a broadcast channel: that allocates all
+    /// `client_buffer` slots up front, per stream, which made most of an idle stream's
+    /// memory.
+    clients_tx: Vec<Arc<ClientQueue>>,
+}
+
+impl HubState {
+    /// Queues `msg` for every client; a client whose queue is full is cut off.
+    fn send_all(&mut self, msg: &HubMsg, bound: usize) {
+        self.clients_tx.retain(|c| c.push(msg.clone(), bound));
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Hub {
+    key: StreamKey,
+    /// Where the broker subscription started (`None`: from the stream's start).
+    start_after: Option<u64>,
+    /// Registered in the gateway's map (a private hub serves one resuming client).
+    shared: bool,
+    state: Mutex<HubState>,
+    /// Envelopes a client may fall behind (its queue's bound).
+    buffer: usize,
+    pump: Mutex<Option<AbortHandle>>,
+    created: Instant,
+    /// Set once the broker subscription is in place (or failed), so a submit never races
+    /// ahead of it on brokers that keep no history.
+    ready: watch::Sender<bool>,
+}
+
+fn fault_of(e: &Error) -> Fault {
+    match e {
+        Error::HistoryLost { .. } | Error::Unsupported(_) => Fault::HistoryLost,
+        Error::SlowConsumer(_) => Fault::Unavailable("the broker subscription fell behind".into()),
+        other => Fault::Unavailable(other.to_string()),
+    }
+}
+
+impl Hub {
+    /// Creates the hub and starts its broker subscription.
+    pub(crate) fn start(
+        inner: &Arc<Inner>,
+        key: StreamKey,
+        start_after: Option<u64>,
+        shared: bool,
+    ) -> Arc<Self> {
+        let hub = Arc::new(Hub {
+            key,
+            start_after,
+            shared,
+            state: Mutex::new(HubState::default()),
+            buffer: inner.config.client_buffer.max(1),
+            pump: Mutex::new(None),
+            created: Instant::now(),
+            ready: watch::channel(false).0,
+        });
+        let task = tokio::spawn(pump(hub.clone(), inner.clone()));
+        *hub.pump.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+        hub
+    }
+
+    /// Waits until the broker subscription is in place (or has failed), at most `limit`.
+    pub(crate) async fn ready(&self, limit: Duration) -> crate::Result<()> {
+        let mut rx = self.ready.subscribe();
+        let ready =
+            tokio::time::timeout(limit, async move { rx.wait_for(|r| *r).await.is_ok() }).await;
+        match ready {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::Timeout("broker subscription")),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a client resuming after `after_seq` can be served from this hub.
+    pub(crate) fn covers(&self, after_seq: Option<u64>) -> bool {
+        let st = self.lock();
+        if st.fault.is_some() {
+            return false;
+        }
+        let from_start = match (self.start_after, after_seq) {
+            (None, _) => true,
+            (Some(s), Some(a)) => a >= s,
+            (Some(_), None) => false,
+        };
+        from_start
+            && st
+                .trimmed_upto
+                .is_none_or(|t| after_seq.is_some_and(|a| a >= t))
+    }
+
+    fn deliver(&self, env: TokenEnvelope, inner: &Inner, history_cap: usize) -> bool {
+        let env = Arc::new(env);
+        let end = env.event.is_end();
+        let mut st = self.lock();
+        if !st.first_token_seen && matches!(env.event, StreamEvent::Token { .. }) {
+            st.first_token_seen = true;
+            if self.start_after.is_none() {
+                let us = u64::try_from(self.created.elapsed().as_micros()).unwrap_or(u64::MAX);
+                inner
+                    .metrics
+                    .ttft_micros_sum
+                    .fetch_add(us, Ordering::Relaxed);
+                inner.metrics.ttft_count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if st.history.len() >= history_cap {
+            if let Some(old) = st.history.pop_front() {
+                st.trimmed_upto = Some(old.seq);
+            }
+        }
+        st.history.push_back(env.clone());
+        st.ended |= end;
+        st.send_all(&HubMsg::Env(env), self.buffer);
+        end
+    }
+
+    fn fail(&self, fault: Fault) {
+        let mut st = self.lock();
+        if st.ended || st.fault.is_some() {
+            return;
+        }
+        st.fault = Some(fault.clone());
+        st.send_all(&HubMsg::Fault(fault), self.buffer);
+    }
+
+    /// Adds a client.
+    pub(crate) fn join(
+        self: &Arc<Self>,
+        inner: &Arc<Inner>,
+        after_seq: Option<u64>,
+    ) -> ClientStream {
+        let mut st = self.lock();
+        let mut replay: VecDeque<_> = st
+            .history
+            .iter()
+            .filter(|e| after_seq.is_none_or(|a| e.seq > a))
+            .cloned()
+            .collect();
+        if replay.is_empty() && st.ended {
+            // Resumed after the end: the End again, so the client learns the stream is over.
+            replay.extend(st.history.back().cloned());
+        }
+        let queue = Arc::new(ClientQueue::default());
+        st.clients_tx.push(queue.clone());
+        let rx = ClientRx { queue };
+        st.clients += 1;
+        st.ever_had_client = true;
+        st.generation += 1;
+        let fault = st.fault.clone();
+        drop(st);
+        inner.metrics.clients_opened.fetch_add(1, Ordering::Relaxed);
+        ClientStream::new(ClientInit {
+            key: self.key.clone(),
+            replay,
+            rx,
+            fault,
+            after_seq,
+            hub: self.clone(),
+            inner: inner.clone(),
+        })
+    }
+
+    /// Removes a client; schedules teardown (and a cancel) when it was the last.
+    pub(crate) fn leave(self: &Arc<Self>, inner: &Arc<Inner>) {
+        let mut st = self.lock();
+        st.clients = st.clients.saturating_sub(1);
+        st.generation += 1;
+        if st.clients > 0 {
+            return;
+        }
+        let settled = st.ended || st.fault.is_some();
+        let generation = st.generation;
+        drop(st);
+        if !self.shared {
+            self.stop();
+            return;
+        }
+        if settled {
+            self.retire(inner);
+            return;
+        }
+        self.teardown_after(inner, inner.config.cancel_grace, generation, true);
+    }
+
+    /// Keeps following the stream with no client for `hold`.
+    pub(crate) fn hold(self: &Arc<Self>, inner: &Arc<Inner>, hold: Duration) {
+        let generation = self.lock().generation;
+        self.teardown_after(inner, hold, generation, false);
+    }
+
+    fn teardown_after(
+        self: &Arc<Self>,
+        inner: &Arc<Inner>,
+        after: Duration,
+        generation: u64,
+        cancel: bool,
+    ) {
+        let hub = self.clone();
+        let inner = Arc::downgrade(inner);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let Some(inner) = inner.upgrade() else { return };
+            let (idle, unfinished, watched) = {
+                let st = hub.lock();
+                (
+                    st.clients == 0 && st.generation == generation,
+                    !st.ended && st.fault.is_none(),
+                    st.ever_had_client,
+                )
+            };
+            if !idle {
+                return;
+            }
+            hub.retire(&inner);
+            if cancel && unfinished && watched {
+                if let Some(ch) = &inner.cancels {
+                    tracing::debug!(stream = %hub.key, "last client gone: cancelling");
+                    inner
+                        .metrics
+                        .cancels_published
+                        .fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = ch.cancel(&hub.key).await {
+                        tracing::warn!(error = %e, "cancel not published");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Unregisters the hub and stops its subscription.
+    fn retire(self: &Arc<Self>, inner: &Inner) {
+        let mut hubs = inner.lock_hubs();
+        if hubs.get(&self.key).is_some_and(|h| Arc::ptr_eq(h, self)) {
+            hubs.remove(&self.key);
+        }
+        drop(hubs);
+        self.stop();
+    }
+
+    fn stop(&self) {
+        if let Some(h) = self.pump.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            h.abort();
+        }
+    }
+}
+
+async fn pump(hub: Arc<Hub>, inner: Arc<Inner>) {
+    let history_cap = inner.config.hub_history.max(1);
+    let subscribed = inner.tokens.subscribe(&hub.key, hub.start_after).await;
+    let mut stream = match subscribed {
+        Ok(s) => {
+            hub.ready.send_replace(true);
+            s
+        }
+        Err(e) => {
+            hub.fail(fault_of(&e));
+            hub.ready.send_replace(true);
+            return;
+        }
+    };
+    let inner_ref: &Inner = &inner;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(env) => {
+                if hub.deliver(env, inner_ref, history_cap) {
+                    return;
+                }
+            }
+            Err(e) => {
+                hub.fail(fault_of(&e));
+                return;
+            }
+        }
+    }
+    hub.fail(Fault::Unavailable(
+        "the stream closed before its end".into(),
+    ));
+}

@@ -1,0 +1,226 @@
+//! The gateway runtime: submits requests and serves their streams to clients.
+//!
+//! One broker subscription per stream per gateway (a *hub*), shared by every local client of
+//! that stream; each client has a bounded buffer and is cut off with
+//! [`Fault::SlowConsumer`](crate::Fault) when it falls behind, so memory stays bounded. When
+//! the last client of an unfinished stream goes away (and none comes back within
+//! [`GatewayConfig::cancel_grace`]), a cancel is published so the worker stops generating.
+
+mod client;
+mod hub;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use client::ClientStream;
+use hub::Hub;
+
+use crate::{
+    meta, ChatRequest, DynCancelChannel, DynRequestSink, DynTokenSource, Result, StreamKey,
+};
+
+/// Longest a submit waits for its stream's broker subscription before giving up.
+const SUBSCRIBE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Envelopes a client may fall behind before it is cut off. 1024: a hub's pump may run
+    /// twice between two turns of a client task, moving up to 128 envelopes each (tokio's
+    /// task budget); 256 cut off clients that kept pace in the per-token benchmark.
+    pub client_buffer: usize,
+    /// Envelopes a hub keeps so late local clients and reconnects replay without the broker.
+    pub hub_history: usize,
+    /// How long an unfinished stream with no client waits for one to come back before a
+    /// cancel is published (EventSource reconnects within ~3 s by default).
+    pub cancel_grace: Duration,
+    /// How long a stream submitted without a client is followed, waiting for one.
+    pub detached_hold: Duration,
+    /// Longest a client stream may stay open; past it the client gets a timeout fault.
+    pub stream_timeout: Option<Duration>,
+    /// Longest a client waits for the next envelope (including the first, so a stream that
+    /// never starts does not hold a client forever); past it the client gets a timeout fault.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            client_buffer: 1024,
+            hub_history: 4096,
+            cancel_grace: Duration::from_secs(5),
+            detached_hold: Duration::from_secs(60),
+            stream_timeout: None,
+            idle_timeout: Some(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// Counters of a gateway (exported by the HTTP layer as Prometheus metrics).
+#[derive(Debug, Default)]
+pub struct GatewayMetrics {
+    /// Client streams opened.
+    pub clients_opened: AtomicU64,
+    /// Client streams closed (any reason).
+    pub clients_closed: AtomicU64,
+    /// Client streams that went away before the end of their stream.
+    pub client_disconnects: AtomicU64,
+    /// Clients cut off for reading too slowly.
+    pub slow_consumers: AtomicU64,
+    /// Token envelopes delivered to clients.
+    pub tokens_relayed: AtomicU64,
+    /// Cancels published.
+    pub cancels_published: AtomicU64,
+    /// Sum of time-to-first-token of submitted streams, microseconds.
+    pub ttft_micros_sum: AtomicU64,
+    /// Streams whose time to first token was measured.
+    pub ttft_count: AtomicU64,
+}
+
+impl GatewayMetrics {
+    /// Client streams open now.
+    pub fn clients_active(&self) -> u64 {
+        let opened = self.clients_opened.load(Ordering::Relaxed);
+        opened.saturating_sub(self.clients_closed.load(Ordering::Relaxed))
+    }
+}
+
+/// Submits requests and serves their streams. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    requests: Arc<DynRequestSink>,
+    tokens: Arc<DynTokenSource>,
+    cancels: Option<Arc<DynCancelChannel>>,
+    config: GatewayConfig,
+    hubs: Mutex<HashMap<StreamKey, Arc<Hub>>>,
+    metrics: GatewayMetrics,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Builds a [`Gateway`].
+#[derive(Debug)]
+pub struct GatewayBuilder {
+    requests: Arc<DynRequestSink>,
+    tokens: Arc<DynTokenSource>,
+    cancels: Option<Arc<DynCancelChannel>>,
+    config: GatewayConfig,
+}
+
+impl GatewayBuilder {
+    /// Sets the cancel channel (without one, client disconnects cancel nothing).
+    pub fn cancels(mut self, cancels: Arc<DynCancelChannel>) -> Self {
+        self.cancels = Some(cancels);
+        self
+    }
+    /// Sets the configuration.
+    pub fn config(mut self, config: GatewayConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// The gateway.
+    pub fn build(self) -> Gateway {
+        Gateway {
+            inner: Arc::new(Inner {
+                requests: self.requests,
+                tokens: self.tokens,
+                cancels: self.cancels,
+                config: self.config,
+                hubs: Mutex::new(HashMap::new()),
+                metrics: GatewayMetrics::default(),
+                shutdown: watch::channel(false).0,
+            }),
+        }
+    }
+}
+
+impl Gateway {
+    /// A gateway submitting to `requests` and reading envelopes from `tokens`.
+    pub fn builder(requests: Arc<DynRequestSink>, tokens: Arc<DynTokenSource>) -> GatewayBuilder {
+        GatewayBuilder {
+            requests,
+            tokens,
+            cancels: None,
+            config: GatewayConfig::default(),
+        }
+    }
+
+    /// Subscribes to the request's stream, then submits the request, so no envelope can be
+    /// missed even on a broker that keeps no history. The returned stream ends after `End`.
+    pub async fn submit(&self, request: ChatRequest) -> Result<ClientStream> {
+        let request = self.prepare(request);
+        let hub = self.hub_for(&request.key, None);
+        let stream = hub.join(&self.inner, None);
+        hub.ready(SUBSCRIBE_LIMIT).await?;
+        self.inner.requests.submit(&request).await?;
+        Ok(stream)
+    }
+
+    /// Submits a request whose stream a client will fetch later (with
+    /// [`Gateway::subscribe`]); the gateway follows it for [`GatewayConfig::detached_hold`].
+    pub async fn submit_detached(&self, request: ChatRequest) -> Result<()> {
+        let request = self.prepare(request);
+        let hub = self.hub_for(&request.key, None);
+        hub.hold(&self.inner, self.inner.config.detached_hold);
+        hub.ready(SUBSCRIBE_LIMIT).await?;
+        self.inner.requests.submit(&request).await
+    }
+
+    /// A client stream of `key`, replaying what came after `after_seq` (`None`: from the
+    /// start). Fails with [`Error::HistoryLost`](crate::Error::HistoryLost) only through the
+    /// stream (as a [`Fault`](crate::Fault)), so every dialect can tell the client.
+    pub async fn subscribe(&self, key: &StreamKey, after_seq: Option<u64>) -> Result<ClientStream> {
+        let hub = self.hub_for(key, after_seq);
+        Ok(hub.join(&self.inner, after_seq))
+    }
+
+    /// Streams followed now.
+    pub fn active_streams(&self) -> usize {
+        self.inner.lock_hubs().len()
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.inner.metrics
+    }
+
+    /// Ends every client stream with a [`Fault::ShuttingDown`](crate::Fault) event.
+    pub fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+    }
+
+    fn prepare(&self, mut request: ChatRequest) -> ChatRequest {
+        if let Some(addr) = self.inner.tokens.reply_address() {
+            request.metadata.insert(meta::REPLY_TO.to_owned(), addr);
+        }
+        request
+    }
+
+    /// The shared hub of `key` when it can serve `after_seq`, else a private one.
+    fn hub_for(&self, key: &StreamKey, after_seq: Option<u64>) -> Arc<Hub> {
+        let mut hubs = self.inner.lock_hubs();
+        if let Some(hub) = hubs.get(key) {
+            if hub.covers(after_seq) {
+                return hub.clone();
+            }
+            return Hub::start(&self.inner, key.clone(), after_seq, false);
+        }
+        let hub = Hub::start(&self.inner, key.clone(), after_seq, true);
+        hubs.insert(key.clone(), hub.clone());
+        hub
+    }
+}
+
+impl Inner {
+    fn lock_hubs(&self) -> MutexGuard<'_, HashMap<StreamKey, Arc<Hub>>> {
+        self.hubs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,12 @@
+//! The embedded defaults: an in-memory broker and an in-memory conversation store.
+//!
+//! They are the default for a single process, the reference the conformance suite is
+//! written against, and the baseline of the benchmarks — not a stand-in for the adapters.
+
+mod broker;
+mod queue;
+mod store;
+mod streams;
+
+pub use broker::{BrokerStats, DeadLetter, InMemoryBroker, InMemoryConfig, InMemorySource};
+pub use store::{Clock, InMemoryConversationStore};

@@ -1,0 +1,222 @@
+//! Per-stream logs of the in-memory broker: a bounded replay ring plus live fan-out.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::sync::Mutex;
+
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::{EnvelopeStream, Error, Result, StreamKey, TokenEnvelope};
+
+#[derive(Debug)]
+struct StreamLog {
+    entries: VecDeque<Arc<TokenEnvelope>>,
+    /// Highest seq dropped from the ring; replay from before it is impossible.
+    evicted_upto: Option<u64>,
+    ended: bool,
+    last_activity: Instant,
+    tx: broadcast::Sender<Arc<TokenEnvelope>>,
+}
+
+impl StreamLog {
+    fn new(now: Instant) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            evicted_upto: None,
+            ended: false,
+            last_activity: now,
+            tx: broadcast::channel(LIVE_CAPACITY).0,
+        }
+    }
+}
+
+/// Replay plus live receiver of one subscription.
+type Snapshot = (
+    VecDeque<Arc<TokenEnvelope>>,
+    broadcast::Receiver<Arc<TokenEnvelope>>,
+);
+
+/// Live buffer per subscriber; a subscriber that falls further behind catches up from the ring.
+/// Small, because a broadcast channel allocates all its slots when the stream is created
+/// (256 were about 10 KiB per stream); catching up from the ring loses nothing.
+const LIVE_CAPACITY: usize = 32;
+
+#[derive(Debug)]
+pub(crate) struct Streams {
+    logs: Mutex<HashMap<StreamKey, StreamLog>>,
+    capacity: usize,
+    retention: Duration,
+    stale_after: Duration,
+    last_sweep: Mutex<Instant>,
+}
+
+impl Streams {
+    pub(crate) fn new(capacity: usize, retention: Duration, stale_after: Duration) -> Self {
+        Self {
+            logs: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            retention,
+            stale_after,
+            last_sweep: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamKey, StreamLog>> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub(crate) fn append(&self, batch: &[TokenEnvelope]) {
+        let now = Instant::now();
+        {
+            let mut logs = self.lock();
+            for env in batch {
+                let log = logs
+                    .entry(env.key.clone())
+                    .or_insert_with(|| StreamLog::new(now));
+                let env = Arc::new(env.clone());
+                log.last_activity = now;
+                if env.event.is_end() {
+                    log.ended = true;
+                }
+                if log.entries.len() == self.capacity {
+                    if let Some(old) = log.entries.pop_front() {
+                        log.evicted_upto = Some(old.seq);
+                    }
+                }
+                log.entries.push_back(env.clone());
+                let _ = log.tx.send(env);
+            }
+        }
+        self.maybe_sweep(now);
+    }
+
+    /// Drops ended streams past their retention (keeping a tombstone so a late resume gets
+    /// `HistoryLost` instead of waiting forever) and streams idle past `stale_after`.
+    fn maybe_sweep(&self, now: Instant) {
+        {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+            if now.duration_since(*last) < Duration::from_secs(1).min(self.retention) {
+                return;
+            }
+            *last = now;
+        }
+        let mut logs = self.lock();
+        logs.retain(|_, log| {
+            let idle = now.duration_since(log.last_activity);
+            if log.ended && idle >= self.retention && log.entries.len() > 1 {
+                // Become a tombstone that still knows the End.
+                let end = log.entries.pop_back();
+                if let Some(last_dropped) = log.entries.back() {
+                    log.evicted_upto = Some(last_dropped.seq);
+                }
+                log.entries.clear();
+                log.entries.extend(end);
+                return true;
+            }
+            idle < self.stale_after.max(self.retention) || log.tx.receiver_count() > 0
+        });
+    }
+
+    /// Envelopes of `key` after `after_seq` still in the ring, plus a live receiver, taken
+    /// under one lock so nothing falls between them.
+    fn snapshot(&self, key: &StreamKey, after_seq: Option<u64>) -> Result<Snapshot> {
+        let now = Instant::now();
+        let mut logs = self.lock();
+        let log = logs
+            .entry(key.clone())
+            .or_insert_with(|| StreamLog::new(now));
+        if let Some(evicted) = log.evicted_upto {
+            if after_seq.is_none_or(|a| evicted > a) {
+                return Err(Error::HistoryLost {
+                    after_seq: after_seq.unwrap_or(0),
+                });
+            }
+        }
+        let mut replay: VecDeque<_> = log
+            .entries
+            .iter()
+            .filter(|e| after_seq.is_none_or(|a| e.seq > a))
+            .cloned()
+            .collect();
+        if replay.is_empty() && log.ended {
+            // Resumed at or after the End: the End again, so the subscriber learns it is over.
+            replay.extend(log.entries.back().cloned());
+        }
+        Ok((replay, log.tx.subscribe()))
+    }
+
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+        key: &StreamKey,
+        after_seq: Option<u64>,
+    ) -> Result<EnvelopeStream> {
+        let (replay, rx) = self.snapshot(key, after_seq)?;
+        let state = Sub {
+            streams: self.clone(),
+            key: key.clone(),
+            replay,
+            rx,
+            last_seq: after_seq,
+            done: false,
+        };
+        Ok(futures::stream::unfold(state, Sub::next).boxed())
+    }
+}
+
+/// One subscription: replay first, then live; a subscriber that lags behind the live buffer
+/// catches up from the ring.
+struct Sub {
+    streams: Arc<Streams>,
+    key: StreamKey,
+    replay: VecDeque<Arc<TokenEnvelope>>,
+    rx: broadcast::Receiver<Arc<TokenEnvelope>>,
+    last_seq: Option<u64>,
+    done: bool,
+}
+
+impl Sub {
+    async fn next(mut self) -> Option<(Result<TokenEnvelope>, Self)> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let env = if let Some(e) = self.replay.pop_front() {
+                e
+            } else {
+                match self.rx.recv().await {
+                    Ok(e) => e,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        match self.streams.snapshot(&self.key, self.last_seq) {
+                            Ok((replay, rx)) => {
+                                self.replay = replay;
+                                self.rx = rx;
+                                continue;
+                            }
+                            Err(e) => {
+                                self.done = true;
+                                return Some((Err(e), self));
+                            }
+                        }
+                    }
+                }
+            };
+            if self.last_seq.is_some_and(|l| env.seq <= l) && !env.event.is_end() {
+                continue; // already delivered through the replay
+            }
+            self.last_seq = self.last_seq.max(Some(env.seq));
+            if env.event.is_end() {
+                self.done = true;
+            }
+            return Some((Ok((*env).clone()), self));
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! The conformance suite every broker adapter runs, and test helpers.
+//!
+//! An adapter implements [`Harness`] for its broker (fresh, isolated names per call) and
+//! expands [`conformance_tests!`](crate::conformance_tests) in a test file; the in-memory
+//! broker runs the same suite in `chatstream-core/tests/conformance_memory.rs`.
+//!
+//! Each check is a `pub async fn` taking the harness; it panics (fails the test) with a
+//! message saying what a user would notice.
+
+pub mod backends;
+mod checks;
+pub mod fake_openai;
+mod harness;
+
+pub use checks::*;
+pub use harness::{services_required, skip_or_fail, Capabilities, Harness, InMemoryHarness};
+
+/// Expands to one `#[tokio::test]` per conformance check.
+///
+/// `$make` is an async expression yielding `Option<H>` where `H: Harness`; `None` means the
+/// server is unreachable and the test is skipped (see [`skip_or_fail`]).
+///
+/// ```ignore
+/// chatstream_core::conformance_tests!(async { Some(chatstream_core::testkit::InMemoryHarness::new()) });
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            ordering_and_end,
+            replay_after_seq,
+            ack_only_after_end,
+            redelivery_after_dropped_consumer,
+            malformed_input_dead_lettered,
+            cancel_reaches_worker,
+            concurrent_streams_do_not_mix,
+        );
+    };
+    (@each $make:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                if let Some(harness) = $make.await {
+                    $crate::testkit::$check(&harness).await;
+                }
+            }
+        )*
+    };
+}

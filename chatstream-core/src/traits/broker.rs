@@ -1,0 +1,144 @@
+//! Broker-facing traits: requests in, envelopes out, cancels across.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::{ChatRequest, Result, StreamKey, TokenEnvelope};
+
+/// A stream of envelopes of one [`StreamKey`], ending after `End`.
+pub type EnvelopeStream = BoxStream<'static, Result<TokenEnvelope>>;
+
+/// Settles one delivered request with the broker.
+///
+/// Dropping an acker without settling it must make the broker redeliver the request
+/// (like a consumer whose connection closed), never lose it.
+#[async_trait]
+pub trait Acker: Send + Sync + Debug {
+    /// The request is done: remove it from the broker.
+    async fn ack(self: Box<Self>) -> Result<()>;
+    /// Give it back; with `requeue` another worker gets it (with a higher attempt),
+    /// without it is dropped (or dead-lettered where the broker routes rejects there).
+    async fn nack(self: Box<Self>, requeue: bool) -> Result<()>;
+    /// Move it to the dead-letter destination with a reason.
+    async fn dead_letter(self: Box<Self>, reason: &str) -> Result<()>;
+}
+
+/// One request taken from a [`MessageSource`].
+#[derive(Debug)]
+pub struct Delivery {
+    /// The decoded request, or why the message could not be decoded (the worker
+    /// dead-letters it with that reason).
+    pub request: Result<ChatRequest>,
+    /// Delivery attempt, 1 on first delivery.
+    pub attempt: u32,
+    /// Settles the delivery.
+    pub acker: Box<dyn Acker>,
+}
+
+/// Where requests come from.
+#[async_trait]
+pub trait MessageSource: Send + Sync + Debug + 'static {
+    /// The next delivery, or `None` once the source is closed.
+    async fn recv(&self) -> Result<Option<Delivery>>;
+}
+
+/// Where requests go.
+#[async_trait]
+pub trait RequestSink: Send + Sync + Debug + 'static {
+    /// Queues a request; returns once the broker has accepted it.
+    async fn submit(&self, request: &ChatRequest) -> Result<()>;
+}
+
+/// An opaque publish destination chosen by a [`TokenSink`] for a request (a gateway's reply
+/// queue, a topic, …). Envelopes for one destination are batched together.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Destination(pub Arc<str>);
+
+/// Where workers publish envelopes.
+#[async_trait]
+pub trait TokenSink: Send + Sync + Debug + 'static {
+    /// The destination of the envelopes answering `request` (default: one for all).
+    fn destination(&self, request: &ChatRequest) -> Destination {
+        let _ = request;
+        Destination::default()
+    }
+
+    /// Publishes a batch of envelopes (of any streams) bound for `destination`, in order.
+    /// Returns once the broker has accepted all of them.
+    async fn publish(&self, destination: &Destination, batch: &[TokenEnvelope]) -> Result<()>;
+}
+
+/// Where gateways read envelopes.
+#[async_trait]
+pub trait TokenSource: Send + Sync + Debug + 'static {
+    /// Subscribes to one stream. With `after_seq = None` the stream is read from its
+    /// start where the broker keeps it, else from now; with `Some(n)` the envelopes after
+    /// `n` are replayed first. Fails with [`Error::HistoryLost`] when some of the asked-for
+    /// history is gone, and [`Error::Unsupported`] where the broker keeps none.
+    /// The returned stream ends after the `End` envelope; a subscription at or after the
+    /// `End` of a finished stream yields that `End` again, so the subscriber learns the
+    /// stream is over instead of waiting.
+    async fn subscribe(&self, key: &StreamKey, after_seq: Option<u64>) -> Result<EnvelopeStream>;
+
+    /// The address workers must publish to for this gateway (the reply-to topology), put
+    /// into each submitted request's metadata. `None` where routing is by key alone.
+    fn reply_address(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The control channel: gateways ask workers to stop generating a stream.
+#[async_trait]
+pub trait CancelChannel: Send + Sync + Debug + 'static {
+    /// Asks every worker to stop generating `key`.
+    async fn cancel(&self, key: &StreamKey) -> Result<()>;
+    /// The cancels published from now on.
+    async fn cancellations(&self) -> Result<BoxStream<'static, StreamKey>>;
+}
+
+/// A message source as a trait object.
+pub type DynMessageSource = dyn MessageSource;
+/// A request sink as a trait object.
+pub type DynRequestSink = dyn RequestSink;
+/// A token sink as a trait object.
+pub type DynTokenSink = dyn TokenSink;
+/// A token source as a trait object.
+pub type DynTokenSource = dyn TokenSource;
+/// A cancel channel as a trait object.
+pub type DynCancelChannel = dyn CancelChannel;
+
+macro_rules! forward {
+    ($($ptr:ident),*) => {$(
+        #[async_trait]
+        impl<T: MessageSource + ?Sized> MessageSource for $ptr<T> {
+            async fn recv(&self) -> Result<Option<Delivery>> { (**self).recv().await }
+        }
+        #[async_trait]
+        impl<T: RequestSink + ?Sized> RequestSink for $ptr<T> {
+            async fn submit(&self, request: &ChatRequest) -> Result<()> { (**self).submit(request).await }
+        }
+        #[async_trait]
+        impl<T: TokenSink + ?Sized> TokenSink for $ptr<T> {
+            fn destination(&self, request: &ChatRequest) -> Destination { (**self).destination(request) }
+            async fn publish(&self, destination: &Destination, batch: &[TokenEnvelope]) -> Result<()> {
+                (**self).publish(destination, batch).await
+            }
+        }
+        #[async_trait]
+        impl<T: TokenSource + ?Sized> TokenSource for $ptr<T> {
+            async fn subscribe(&self, key: &StreamKey, after_seq: Option<u64>) -> Result<EnvelopeStream> {
+                (**self).subscribe(key, after_seq).await
+            }
+            fn reply_address(&self) -> Option<String> { (**self).reply_address() }
+        }
+        #[async_trait]
+        impl<T: CancelChannel + ?Sized> CancelChannel for $ptr<T> {
+            async fn cancel(&self, key: &StreamKey) -> Result<()> { (**self).cancel(key).await }
+            async fn cancellations(&self) -> Result<BoxStream<'static, StreamKey>> { (**self).cancellations().await }
+        }
+    )*};
+}
+forward!(Arc, Box);

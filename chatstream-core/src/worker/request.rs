@@ -1,0 +1,375 @@
+//! Answering one request.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::batch::{Batcher, Tracker};
+use super::cancel::CancelRegistry;
+use super::coalesce::Coalescer;
+use super::{Counters, WorkerConfig};
+use crate::{
+    meta, Acker, ChatMessage, ChatRequest, Conversation, Delivery, Destination,
+    DynConversationStore, DynLlmBackend, DynTokenSink, Error, FinishReason, LlmEvent, Result,
+    Status, StreamEvent, StreamKey, TokenEnvelope, Usage,
+};
+
+/// What every request task shares.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) sink: Arc<DynTokenSink>,
+    pub(crate) backend: Arc<DynLlmBackend>,
+    pub(crate) store: Arc<DynConversationStore>,
+    pub(crate) batcher: Batcher,
+    pub(crate) registry: CancelRegistry,
+    pub(crate) config: WorkerConfig,
+    pub(crate) counters: Arc<Counters>,
+    /// Set when the shutdown grace period is over: give requests back.
+    pub(crate) abort: watch::Receiver<bool>,
+}
+
+/// Numbers and publishes the envelopes of one stream.
+struct Emitter<'a> {
+    ctx: &'a Ctx,
+    key: StreamKey,
+    attempt: u32,
+    seq: u64,
+    dest: Destination,
+    tracker: Arc<Tracker>,
+}
+
+impl Emitter<'_> {
+    async fn emit(&mut self, event: StreamEvent) -> Result<()> {
+        let env = TokenEnvelope::new(self.key.clone(), self.attempt, self.seq, event);
+        self.seq += 1;
+        self.ctx
+            .batcher
+            .send(&self.dest, env, &self.tracker)
+            .await?;
+        if self.tracker.failed() {
+            return Err(Error::unavailable("token sink", "publish failed"));
+        }
+        Ok(())
+    }
+}
+
+/// How a generation ended.
+enum Outcome {
+    Finished {
+        finish: FinishReason,
+        usage: Option<Usage>,
+    },
+    Cancelled,
+    Failed(Error),
+    /// Shutdown grace is over or the sink failed: give the request back.
+    GiveBack(Error),
+}
+
+pub(crate) async fn handle(ctx: &Ctx, delivery: Delivery) {
+    let Delivery {
+        request,
+        attempt,
+        acker,
+    } = delivery;
+    let request = match request.and_then(validate) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "dead-lettering malformed request");
+            dead_letter(ctx, acker, &e.to_string()).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("request", stream = %request.key, attempt);
+    answer(ctx, request, attempt, acker).instrument(span).await;
+}
+
+/// Answers a valid request and settles it.
+async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Acker>) {
+    let key = request.key.clone();
+    let mut out = Emitter {
+        ctx,
+        key: key.clone(),
+        attempt: attempt.max(1),
+        seq: TokenEnvelope::seq_base(attempt.max(1)),
+        dest: ctx.sink.destination(&request),
+        tracker: Arc::new(Tracker::default()),
+    };
+    let guard = ctx.registry.register(&key);
+
+    let mut answer = String::new();
+    let (conversation_id, outcome) = match load_conversation(ctx, &request).await {
+        Ok(conv) => {
+            let id = conv.meta.id.clone();
+            let outcome =
+                generate(ctx, &request, &conv, &mut out, &guard.notify, &mut answer).await;
+            (Some(id), outcome)
+        }
+        // A store that cannot be reached is a passing fault: let the broker retry.
+        Err(e) if e.is_retryable() => (None, Outcome::GiveBack(e)),
+        Err(e) => (None, Outcome::Failed(e)),
+    };
+    drop(guard);
+
+    let (end, result): (StreamEvent, Option<Error>) = match outcome {
+        Outcome::GiveBack(e) => {
+            tracing::warn!(error = %e, "giving the request back to the broker");
+            ctx.counters.requeued.fetch_add(1, Ordering::Relaxed);
+            let _ = acker.nack(true).await;
+            return;
+        }
+        Outcome::Finished { finish, usage } => (
+            StreamEvent::End {
+                finish_reason: finish,
+                usage,
+            },
+            None,
+        ),
+        Outcome::Cancelled => (
+            StreamEvent::End {
+                finish_reason: FinishReason::Cancelled,
+                usage: None,
+            },
+            None,
+        ),
+        Outcome::Failed(e) => {
+            let _ = out
+                .emit(StreamEvent::Error {
+                    message: e.to_string(),
+                })
+                .await;
+            (
+                StreamEvent::End {
+                    finish_reason: FinishReason::Error,
+                    usage: None,
+                },
+                Some(e),
+            )
+        }
+    };
+    let cancelled = matches!(
+        &end,
+        StreamEvent::End {
+            finish_reason: FinishReason::Cancelled,
+            ..
+        }
+    );
+
+    // Save before End goes out, so a client that sends its next message the moment it
+    // sees End finds this exchange in the history.
+    if result.is_none() && !request.is_stateless() {
+        if let Some(id) = &conversation_id {
+            let mut msgs = request.messages.clone();
+            if !answer.is_empty() {
+                msgs.push(ChatMessage::assistant(std::mem::take(&mut answer)));
+            }
+            if let Err(e) = ctx.store.append(id, &msgs).await {
+                tracing::warn!(error = %e, "could not save the conversation");
+            }
+        }
+    }
+
+    let published = match out.emit(end).await {
+        Ok(()) => out.tracker.settled().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = published {
+        tracing::warn!(error = %e, "stream not fully published; requeueing");
+        ctx.counters.requeued.fetch_add(1, Ordering::Relaxed);
+        let _ = acker.nack(true).await;
+        return;
+    }
+    match result {
+        None => {
+            if cancelled {
+                ctx.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+            } else {
+                ctx.counters.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Err(e) = acker.ack().await {
+                tracing::warn!(error = %e, "ack failed; the broker will redeliver");
+            }
+        }
+        Some(e) => {
+            ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
+            dead_letter(ctx, acker, &format!("generation failed: {e}")).await;
+        }
+    }
+}
+
+async fn dead_letter(ctx: &Ctx, acker: Box<dyn Acker>, reason: &str) {
+    ctx.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = acker.dead_letter(reason).await {
+        tracing::warn!(error = %e, "dead-lettering failed");
+    }
+}
+
+/// Refuses requests no answer can be routed for.
+fn validate(request: ChatRequest) -> Result<ChatRequest> {
+    if request.key.session_id.is_empty() || request.key.message_id.is_empty() {
+        return Err(Error::invalid(
+            "request",
+            "session id and message id must not be empty",
+        ));
+    }
+    if request.messages.is_empty() {
+        return Err(Error::invalid("request", "no messages"));
+    }
+    Ok(request)
+}
+
+async fn load_conversation(ctx: &Ctx, request: &ChatRequest) -> Result<Conversation> {
+    if request.is_stateless() {
+        return Ok(Conversation::empty(request.conversation_id()));
+    }
+    let id = match request.metadata.get(meta::CONVERSATION) {
+        Some(id) => id.clone(),
+        None => {
+            ctx.store
+                .conversation_for_channel(&request.key.session_id)
+                .await?
+        }
+    };
+    Ok(ctx
+        .store
+        .get(&id)
+        .await?
+        .unwrap_or_else(|| Conversation::empty(id)))
+}
+
+async fn generate(
+    ctx: &Ctx,
+    request: &ChatRequest,
+    conversation: &Conversation,
+    out: &mut Emitter<'_>,
+    cancel: &tokio::sync::Notify,
+    answer: &mut String,
+) -> Outcome {
+    let status = |status, conversation_id| StreamEvent::Status {
+        status,
+        conversation_id,
+        detail: None,
+    };
+    if ctx.config.status_events {
+        if let Err(e) = out
+            .emit(status(Status::Started, Some(conversation.meta.id.clone())))
+            .await
+        {
+            return Outcome::GiveBack(e);
+        }
+    }
+    let deadline = Instant::now() + ctx.config.generation_timeout;
+    let mut abort = ctx.abort.clone();
+    let mut events = tokio::select! {
+        r = ctx.backend.stream(request, conversation) => match r {
+            Ok(s) => s,
+            Err(e) => return Outcome::Failed(e),
+        },
+        _ = cancel.notified() => return Outcome::Cancelled,
+        _ = abort.wait_for(|a| *a) => return Outcome::GiveBack(Error::Cancelled),
+        _ = tokio::time::sleep_until(deadline) => return Outcome::Failed(Error::Timeout("generation")),
+    };
+    let mut coalescer = Coalescer::new(ctx.config.coalesce);
+    let mut usage = None;
+    let mut responding = false;
+    let mut finish = FinishReason::Stop;
+    // Created once, not per token: registering a waiter and two timers per token, and
+    // dropping them again, cost more than the rest of the pipeline together.
+    let cancelled = cancel.notified();
+    let aborted = abort.wait_for(|a| *a);
+    let timeout = tokio::time::sleep_until(deadline);
+    let flush = tokio::time::sleep_until(deadline);
+    tokio::pin!(cancelled, aborted, timeout, flush);
+    let mut armed: Option<Instant> = None;
+    loop {
+        let flush_at = coalescer.deadline();
+        if let Some(t) = flush_at {
+            if armed != Some(t) {
+                flush.as_mut().reset(t);
+                armed = Some(t);
+            }
+        }
+        let step = tokio::select! {
+            biased;
+            _ = &mut cancelled => Step::Cancel,
+            _ = &mut aborted => Step::Abort,
+            _ = &mut flush, if flush_at.is_some() => { armed = None; Step::Flush },
+            ev = events.next() => Step::Event(ev),
+            _ = &mut timeout => Step::Timeout,
+        };
+        let text = match step {
+            Step::Cancel => {
+                if let Some(t) = coalescer.take(Instant::now()) {
+                    answer.push_str(&t);
+                    let _ = out.emit(StreamEvent::Token { text: t }).await;
+                }
+                return Outcome::Cancelled;
+            }
+            Step::Abort => return Outcome::GiveBack(Error::Cancelled),
+            Step::Timeout => return Outcome::Failed(Error::Timeout("generation")),
+            Step::Flush => coalescer.take(Instant::now()),
+            Step::Event(None) => break,
+            Step::Event(Some(Err(e))) => {
+                if let Some(t) = coalescer.take(Instant::now()) {
+                    answer.push_str(&t);
+                    let _ = out.emit(StreamEvent::Token { text: t }).await;
+                }
+                return Outcome::Failed(e);
+            }
+            Step::Event(Some(Ok(LlmEvent::TextDelta(t)))) => {
+                if !responding && ctx.config.status_events {
+                    responding = true;
+                    if let Err(e) = out.emit(status(Status::Responding, None)).await {
+                        return Outcome::GiveBack(e);
+                    }
+                }
+                coalescer.push(&t, Instant::now())
+            }
+            Step::Event(Some(Ok(LlmEvent::Usage(u)))) => {
+                usage = Some(u);
+                None
+            }
+            Step::Event(Some(Ok(LlmEvent::Finish(f)))) => {
+                finish = f;
+                None
+            }
+            Step::Event(Some(Ok(LlmEvent::ToolCall(call)))) => {
+                if ctx.config.status_events {
+                    let ev = StreamEvent::Status {
+                        status: Status::Processing,
+                        conversation_id: None,
+                        detail: Some(call.name),
+                    };
+                    if let Err(e) = out.emit(ev).await {
+                        return Outcome::GiveBack(e);
+                    }
+                }
+                None
+            }
+        };
+        if let Some(text) = text {
+            answer.push_str(&text);
+            if let Err(e) = out.emit(StreamEvent::Token { text }).await {
+                return Outcome::GiveBack(e);
+            }
+        }
+    }
+    if let Some(text) = coalescer.take(Instant::now()) {
+        answer.push_str(&text);
+        if let Err(e) = out.emit(StreamEvent::Token { text }).await {
+            return Outcome::GiveBack(e);
+        }
+    }
+    Outcome::Finished { finish, usage }
+}
+
+enum Step {
+    Cancel,
+    Abort,
+    Flush,
+    Timeout,
+    Event(Option<Result<LlmEvent>>),
+}

@@ -1,0 +1,558 @@
+//! Worker and gateway behaviour on the in-memory broker: coalescing, batching, failures,
+//! shutdown, fan-out, slow clients, cancels.
+#![cfg(feature = "testkit")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatstream_core::testkit::backends::{EndlessBackend, GatedBackend};
+use chatstream_core::{
+    ChatRequest, ClientEvent, CoalesceConfig, Conversation, ConversationStore, Error, Fault,
+    FinishReason, Gateway, GatewayConfig, InMemoryBroker, InMemoryConversationStore, LlmBackend,
+    LlmEvent, LlmStream, Result, ScriptedBackend, StreamEvent, StreamKey, TokenEnvelope,
+    TokenSource, Worker, WorkerConfig, WorkerHandle,
+};
+use futures::StreamExt;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(WAIT, f).await.expect("hung")
+}
+
+fn worker(
+    broker: &InMemoryBroker,
+    backend: Arc<dyn LlmBackend>,
+    config: WorkerConfig,
+) -> WorkerHandle {
+    Worker::builder(
+        Arc::new(broker.message_source()),
+        Arc::new(broker.clone()),
+        backend,
+    )
+    .cancels(Arc::new(broker.clone()))
+    .config(config)
+    .build()
+    .spawn()
+}
+
+fn gateway(broker: &InMemoryBroker, config: GatewayConfig) -> Gateway {
+    Gateway::builder(Arc::new(broker.clone()), Arc::new(broker.clone()))
+        .cancels(Arc::new(broker.clone()))
+        .config(config)
+        .build()
+}
+
+fn tokens(events: &[ClientEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Envelope(env) => match &env.event {
+                StreamEvent::Token { text } => Some(text.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Emits `n` tokens `gap` apart (tokio time, so paused-clock tests are exact).
+#[derive(Debug)]
+struct Paced {
+    n: usize,
+    gap: Duration,
+}
+
+#[async_trait]
+impl LlmBackend for Paced {
+    async fn stream(&self, _: &ChatRequest, _: &Conversation) -> Result<LlmStream> {
+        let gap = self.gap;
+        Ok(futures::stream::iter(0..self.n)
+            .then(move |i| async move {
+                tokio::time::sleep(gap).await;
+                Ok(LlmEvent::TextDelta(format!("{i},")))
+            })
+            .boxed())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalescing_merges_fast_tokens_without_losing_any() {
+    let broker = InMemoryBroker::new();
+    let w = worker(
+        &broker,
+        Arc::new(Paced {
+            n: 1000,
+            gap: Duration::from_millis(1),
+        }),
+        WorkerConfig::default(),
+    );
+    let gw = gateway(&broker, GatewayConfig::default());
+    let events: Vec<_> = within(async {
+        gw.submit(ChatRequest::new(StreamKey::new("s", "m"), "x"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+    })
+    .await;
+    let toks = tokens(&events);
+    let expected: String = (0..1000).map(|i| format!("{i},")).collect();
+    assert_eq!(toks.concat(), expected, "coalescing lost or reordered text");
+    assert_eq!(toks[0], "0,", "the first token must go out alone, at once");
+    // 1,000 tokens over one second with a 10 ms window: about one envelope per window.
+    assert!(
+        toks.len() <= 102,
+        "{} token envelopes for 1,000 tokens at 1,000/s",
+        toks.len()
+    );
+    assert!(
+        toks.len() >= 90,
+        "windows merged more than 10 ms worth: {}",
+        toks.len()
+    );
+    w.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn window_zero_sends_one_envelope_per_token() {
+    let broker = InMemoryBroker::new();
+    let config = WorkerConfig {
+        coalesce: CoalesceConfig::off(),
+        ..WorkerConfig::default()
+    };
+    let w = worker(
+        &broker,
+        Arc::new(Paced {
+            n: 50,
+            gap: Duration::from_micros(100),
+        }),
+        config,
+    );
+    let gw = gateway(&broker, GatewayConfig::default());
+    let events: Vec<_> = within(async {
+        gw.submit(ChatRequest::new(StreamKey::new("s", "m"), "x"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+    })
+    .await;
+    assert_eq!(tokens(&events).len(), 50);
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn status_events_carry_the_conversation_and_history_is_saved() {
+    let broker = InMemoryBroker::new();
+    let store = Arc::new(InMemoryConversationStore::default());
+    let w = Worker::builder(
+        Arc::new(broker.message_source()),
+        Arc::new(broker.clone()),
+        Arc::new(ScriptedBackend::default()),
+    )
+    .store(store.clone())
+    .build()
+    .spawn();
+    let gw = gateway(&broker, GatewayConfig::default());
+    let key = StreamKey::new("chan-1", "m1");
+    let events: Vec<_> = within(async {
+        gw.submit(ChatRequest::new(key.clone(), "first"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+    })
+    .await;
+    let first = events.iter().find_map(|e| match e {
+        ClientEvent::Envelope(env) => Some(env.event.clone()),
+        _ => None,
+    });
+    let Some(StreamEvent::Status {
+        conversation_id: Some(conv),
+        ..
+    }) = first
+    else {
+        panic!("the first envelope should be a started status with the conversation id: {first:?}");
+    };
+    // The exchange is in the history before End reaches the client.
+    let saved = store.get(&conv).await.unwrap().expect("conversation saved");
+    assert_eq!(saved.messages.len(), 2);
+    assert_eq!(saved.messages[1].content, tokens(&events).concat());
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn stateless_requests_leave_no_conversation_behind() {
+    let broker = InMemoryBroker::new();
+    let store = Arc::new(InMemoryConversationStore::default());
+    let w = Worker::builder(
+        Arc::new(broker.message_source()),
+        Arc::new(broker.clone()),
+        Arc::new(ScriptedBackend::default()),
+    )
+    .store(store.clone())
+    .build()
+    .spawn();
+    let gw = gateway(&broker, GatewayConfig::default());
+    let req = ChatRequest::new(StreamKey::new("uid-1", "uid-1"), "hi").stateless();
+    let events: Vec<_> = within(async { gw.submit(req).await.unwrap().collect().await }).await;
+    assert!(!tokens(&events).is_empty());
+    assert_eq!(
+        store.stats().await.unwrap().conversations,
+        0,
+        "a client-held conversation must not be stored"
+    );
+    w.shutdown().await;
+}
+
+#[derive(Debug)]
+struct Failing;
+
+#[async_trait]
+impl LlmBackend for Failing {
+    async fn stream(&self, _: &ChatRequest, _: &Conversation) -> Result<LlmStream> {
+        Ok(futures::stream::iter([
+            Ok(LlmEvent::TextDelta("partial".into())),
+            Err(Error::Backend {
+                status: Some(500),
+                message: "model crashed".into(),
+            }),
+        ])
+        .boxed())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_generation_ends_with_error_then_end_and_is_dead_lettered() {
+    let broker = InMemoryBroker::new();
+    let w = worker(&broker, Arc::new(Failing), WorkerConfig::default());
+    let gw = gateway(&broker, GatewayConfig::default());
+    let events: Vec<_> = within(async {
+        gw.submit(ChatRequest::new(StreamKey::new("s", "m"), "x"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+    })
+    .await;
+    let kinds: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Envelope(env) => Some(env.event.clone()),
+            _ => None,
+        })
+        .collect();
+    let n = kinds.len();
+    assert!(
+        matches!(&kinds[n - 2], StreamEvent::Error { message } if message.contains("model crashed")),
+        "{kinds:?}"
+    );
+    assert!(matches!(
+        &kinds[n - 1],
+        StreamEvent::End {
+            finish_reason: FinishReason::Error,
+            ..
+        }
+    ));
+    let stats = w.shutdown().await;
+    assert_eq!(stats.failed, 1);
+    let dead = broker.dead_letters();
+    assert_eq!(
+        dead.len(),
+        1,
+        "the failed request must be kept for inspection"
+    );
+    assert!(
+        dead[0].reason.contains("model crashed"),
+        "{}",
+        dead[0].reason
+    );
+}
+
+#[tokio::test]
+async fn shutdown_requeues_what_cannot_finish_within_the_grace_period() {
+    let broker = InMemoryBroker::new();
+    let gated = GatedBackend::new(10, 2);
+    let config = WorkerConfig {
+        shutdown_grace: Duration::from_millis(100),
+        ..WorkerConfig::default()
+    };
+    let w = worker(&broker, Arc::new(gated.clone()), config);
+    let gw = gateway(&broker, GatewayConfig::default());
+    let mut stream = gw
+        .submit(ChatRequest::new(StreamKey::new("s", "m"), "x"))
+        .await
+        .unwrap();
+    while !matches!(within(stream.next()).await, Some(ClientEvent::Envelope(e)) if matches!(e.event, StreamEvent::Token{..}))
+    {
+    }
+    let stats = within(w.shutdown()).await;
+    assert_eq!(stats.requeued, 1, "{stats:?}");
+    assert_eq!(
+        broker.pending(),
+        (1, 0),
+        "the request must be back in the queue, not lost"
+    );
+    // A new worker finishes it; the client sees a reset, then the whole answer.
+    let w2 = worker(
+        &broker,
+        Arc::new(GatedBackend::new(10, 10)),
+        WorkerConfig::default(),
+    );
+    let rest: Vec<_> = within(stream.collect()).await;
+    assert!(
+        matches!(
+            rest.iter().find(|e| !matches!(e, ClientEvent::Envelope(_))),
+            Some(ClientEvent::Reset { attempt: 2 })
+        ),
+        "{rest:?}"
+    );
+    let reset_at = rest
+        .iter()
+        .position(|e| matches!(e, ClientEvent::Reset { .. }))
+        .unwrap();
+    assert_eq!(tokens(&rest[reset_at..]).concat(), gated.answer());
+    w2.shutdown().await;
+}
+
+#[tokio::test]
+async fn several_clients_of_one_stream_share_one_subscription() {
+    let broker = InMemoryBroker::new();
+    let gated = GatedBackend::new(20, 1);
+    let w = worker(&broker, Arc::new(gated.clone()), WorkerConfig::default());
+    let gw = gateway(&broker, GatewayConfig::default());
+    let key = StreamKey::new("s", "shared");
+    let a = gw.submit(ChatRequest::new(key.clone(), "x")).await.unwrap();
+    let b = gw.subscribe(&key, None).await.unwrap();
+    let c = gw.subscribe(&key, None).await.unwrap();
+    assert_eq!(gw.active_streams(), 1, "one hub per stream");
+    gated.release(100);
+    let (a, b, c): (Vec<_>, Vec<_>, Vec<_>) =
+        within(async { futures::join!(a.collect(), b.collect(), c.collect()) }).await;
+    assert_eq!(tokens(&a).concat(), gated.answer());
+    assert_eq!(tokens(&a), tokens(&b));
+    assert_eq!(tokens(&a), tokens(&c));
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_is_cut_off_while_others_go_on() {
+    let broker = InMemoryBroker::new();
+    let gated = GatedBackend::new(200, 0);
+    let config = WorkerConfig {
+        coalesce: CoalesceConfig::off(),
+        ..WorkerConfig::default()
+    };
+    let w = worker(&broker, Arc::new(gated.clone()), config);
+    let gw = gateway(
+        &broker,
+        GatewayConfig {
+            client_buffer: 8,
+            ..GatewayConfig::default()
+        },
+    );
+    let key = StreamKey::new("s", "slow");
+    let mut fast = gw.submit(ChatRequest::new(key.clone(), "x")).await.unwrap();
+    let mut slow = gw.subscribe(&key, None).await.unwrap();
+    let mut fast_events = Vec::new();
+    for _ in 0..200 {
+        gated.release(1);
+        // The fast client keeps up, token by token.
+        loop {
+            let ev = within(fast.next()).await.expect("fast client cut");
+            let is_token = matches!(&ev, ClientEvent::Envelope(e) if matches!(e.event, StreamEvent::Token{..}));
+            fast_events.push(ev);
+            if is_token {
+                break;
+            }
+        }
+    }
+    let rest: Vec<_> = within(fast.collect()).await;
+    fast_events.extend(rest);
+    assert_eq!(tokens(&fast_events).concat(), gated.answer());
+    // The slow one gets what fit in its buffer, then a slow-consumer fault, then nothing.
+    let slow_events: Vec<_> = within(async {
+        let mut v = Vec::new();
+        while let Some(e) = slow.next().await {
+            v.push(e);
+        }
+        v
+    })
+    .await;
+    assert_eq!(
+        slow_events.last(),
+        Some(&ClientEvent::Fault(Fault::SlowConsumer)),
+        "{:?}",
+        slow_events.last()
+    );
+    assert!(
+        slow_events.len() < 50,
+        "the slow client's backlog must stay bounded: {}",
+        slow_events.len()
+    );
+    assert_eq!(
+        gw.metrics()
+            .slow_consumers
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancel_only_when_the_last_client_leaves() {
+    let broker = InMemoryBroker::new();
+    let backend = EndlessBackend::new(Duration::from_millis(2));
+    let w = worker(&broker, Arc::new(backend.clone()), WorkerConfig::default());
+    let gw = gateway(
+        &broker,
+        GatewayConfig {
+            cancel_grace: Duration::from_millis(50),
+            ..GatewayConfig::default()
+        },
+    );
+    let key = StreamKey::new("s", "c");
+    let first = gw.submit(ChatRequest::new(key.clone(), "x")).await.unwrap();
+    let mut second = gw.subscribe(&key, None).await.unwrap();
+    drop(first);
+    // Well past the grace period the stream still runs for the second client.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = backend.generated();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut seen = 0;
+    while seen < 3 {
+        if let Some(ClientEvent::Envelope(_)) = within(second.next()).await {
+            seen += 1;
+        }
+    }
+    assert!(
+        backend.generated() > before,
+        "generation stopped while a client still watched"
+    );
+    assert_eq!(
+        gw.metrics()
+            .cancels_published
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    drop(second);
+    let mut watcher = broker.subscribe(&key, None).await.unwrap();
+    let end = within(async {
+        while let Some(Ok(env)) = watcher.next().await {
+            if let StreamEvent::End { finish_reason, .. } = env.event {
+                return finish_reason;
+            }
+        }
+        panic!("no End")
+    })
+    .await;
+    assert_eq!(end, FinishReason::Cancelled);
+    assert_eq!(
+        gw.metrics()
+            .cancels_published
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn resume_gets_exactly_what_followed_and_lost_history_says_so() {
+    let broker = InMemoryBroker::with_config(chatstream_core::memory::InMemoryConfig {
+        replay_capacity: 8,
+        ..Default::default()
+    });
+    let config = WorkerConfig {
+        coalesce: CoalesceConfig::off(),
+        ..WorkerConfig::default()
+    };
+    let w = worker(&broker, Arc::new(GatedBackend::new(20, 20)), config);
+    let gw = gateway(&broker, GatewayConfig::default());
+    let key = StreamKey::new("s", "resume");
+    let all: Vec<_> = within(async {
+        gw.submit(ChatRequest::new(key.clone(), "x"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+    })
+    .await;
+    let seqs: Vec<u64> = all
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Envelope(env) => Some(env.seq),
+            _ => None,
+        })
+        .collect();
+    let last = *seqs.last().unwrap();
+    // The ring holds the last 8: resuming 3 before the end works exactly.
+    let resumed: Vec<_> = within(async {
+        gw.subscribe(&key, Some(last - 3))
+            .await
+            .unwrap()
+            .collect()
+            .await
+    })
+    .await;
+    let got: Vec<u64> = resumed
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Envelope(env) => Some(env.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![last - 2, last - 1, last]);
+    // Resuming at the End gets the End again and stops, instead of waiting forever.
+    let at_end: Vec<_> = within(async {
+        gw.subscribe(&key, Some(last))
+            .await
+            .unwrap()
+            .collect()
+            .await
+    })
+    .await;
+    assert!(
+        matches!(at_end.as_slice(), [ClientEvent::Envelope(e)] if e.event.is_end() && e.seq == last),
+        "{at_end:?}"
+    );
+    // Resuming from the start is no longer possible: an explicit fault, not a silent gap.
+    let lost: Vec<_> =
+        within(async { gw.subscribe(&key, Some(0)).await.unwrap().collect().await }).await;
+    assert_eq!(lost, vec![ClientEvent::Fault(Fault::HistoryLost)]);
+    w.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_never_starts_times_out_instead_of_hanging() {
+    let broker = InMemoryBroker::new();
+    let gw = gateway(
+        &broker,
+        GatewayConfig {
+            idle_timeout: Some(Duration::from_secs(5)),
+            ..GatewayConfig::default()
+        },
+    );
+    let events: Vec<_> = within(async {
+        gw.subscribe(&StreamKey::new("nobody", "asked"), None)
+            .await
+            .unwrap()
+            .collect()
+            .await
+    })
+    .await;
+    assert_eq!(events, vec![ClientEvent::Fault(Fault::TimedOut)]);
+}
+
+#[test]
+fn seq_numbers_of_a_new_attempt_stay_above_the_old_ones() {
+    assert_eq!(TokenEnvelope::seq_base(1), 0);
+    assert!(TokenEnvelope::seq_base(2) > u64::from(u32::MAX));
+    assert_eq!(
+        TokenEnvelope::attempt_of_seq(TokenEnvelope::seq_base(3) + 7),
+        3
+    );
+    assert_eq!(TokenEnvelope::attempt_of_seq(12), 1);
+}

@@ -1,0 +1,100 @@
+//! The token bus on Redis Streams: one stream per [`StreamKey`](chatstream_core::StreamKey),
+//! one entry per envelope, readable from any position by any gateway.
+//!
+//! # Entry ids
+//!
+//! An envelope with `seq = n` is stored under the explicit entry id `n-1` (milliseconds
+//! part `n`, sequence part 1: id `0-0` is not allowed). Later attempts start at
+//! [`TokenEnvelope::seq_base`](chatstream_core::TokenEnvelope::seq_base)`(attempt)` =
+//! `(attempt - 1) << 32`, which still fits the 64-bit milliseconds part, so ids grow across
+//! a redelivery. "After seq n" is therefore `XREAD … STREAMS key n-1`, and "from the start"
+//! is `0-0`. A retried batch re-adds ids that exist: those are skipped. An envelope older
+//! than the stream's newest entry from an *older* attempt (a worker that lost its request to
+//! another) is dropped; one from the *same* attempt means publishes arrived out of order,
+//! and the publish fails so the worker gives the request back.
+//!
+//! # History and expiry
+//!
+//! Streams are capped at about [`BusConfig::max_len`] entries (trimmed by the publish
+//! script in steps of a tenth, recording the highest trimmed id in the marker hash). Every
+//! write sets a safety expiry ([`BusConfig::idle_expiry`]) so abandoned streams vanish;
+//! `End` shortens it to [`BusConfig::retention_after_end`]. The marker hash outlives the
+//! stream by [`BusConfig::tombstone`], so a late resume gets
+//! [`Error::HistoryLost`](chatstream_core::Error::HistoryLost) instead of waiting for a
+//! stream that will never come back. The marker also keeps the `End`: a resume at or after
+//! it yields the `End` again (even once the stream expired), so the subscriber learns the
+//! stream is over. A subscription to a stream that never existed (and asks for no
+//! position) waits for it: gateways subscribe before they submit.
+
+mod scripts;
+mod sink;
+mod source;
+
+use std::time::Duration;
+
+pub use sink::RedisTokenSink;
+pub use source::RedisTokenSource;
+
+/// Settings of the token bus (sink and source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusConfig {
+    /// Entries kept per stream, about (trimming happens in steps of a tenth).
+    pub max_len: usize,
+    /// How long a stream stays readable after its `End`.
+    pub retention_after_end: Duration,
+    /// Expiry set on every write: a stream without `End` vanishes this long after its last
+    /// envelope.
+    pub idle_expiry: Duration,
+    /// How much longer than its stream the marker lives, so that resumes of an expired
+    /// stream fail with `HistoryLost` instead of waiting.
+    pub tombstone: Duration,
+    /// Longest single `XREAD BLOCK`; subscriptions loop, checking for expiry in between.
+    pub block: Duration,
+    /// Entries read per `XREAD`.
+    pub read_count: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            max_len: 10_000,
+            retention_after_end: Duration::from_secs(3600),
+            idle_expiry: Duration::from_secs(24 * 3600),
+            tombstone: Duration::from_secs(24 * 3600),
+            block: Duration::from_secs(5),
+            read_count: 512,
+        }
+    }
+}
+
+/// The entry id of `seq`.
+pub(crate) fn entry_id(seq: u64) -> String {
+    format!("{seq}-1")
+}
+
+/// An entry id as `(milliseconds, sequence)`, for comparisons.
+pub(crate) fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatstream_core::TokenEnvelope;
+
+    #[test]
+    fn ids_follow_seq_across_attempts() {
+        assert_eq!(entry_id(0), "0-1");
+        let second = TokenEnvelope::seq_base(2) + 3;
+        assert_eq!(entry_id(second), "4294967299-1");
+        assert!(parse_id(&entry_id(second)) > parse_id(&entry_id(4000)));
+        assert_eq!(parse_id("0-0"), Some((0, 0)));
+        assert_eq!(parse_id("17"), Some((17, 0)));
+        assert_eq!(parse_id("x-1"), None);
+    }
+}

@@ -1,0 +1,186 @@
+//! The conformance suite's harness on a real Redis, and helpers for tests that need one.
+//!
+//! Every harness works under its own random prefix (`cstest:<tag>:<random>:`), so tests run
+//! in parallel on one server, and deletes its keys when dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatstream_core::testkit::{skip_or_fail, Capabilities, Harness};
+use chatstream_core::{
+    DynCancelChannel, DynMessageSource, DynRequestSink, DynTokenSink, DynTokenSource, Result,
+};
+
+use crate::{
+    BusConfig, QueueConfig, RedisCancelChannel, RedisClient, RedisRequestSink, RedisRequestSource,
+    RedisTokenSink, RedisTokenSource,
+};
+
+/// The variable naming the Redis server of integration tests.
+pub const URL_VAR: &str = "CHATSTREAM_REDIS_URL";
+/// The server used when [`URL_VAR`] is unset.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
+/// The Redis URL of integration tests.
+pub fn redis_url() -> String {
+    std::env::var(URL_VAR).unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+/// A fresh prefix for one test.
+pub fn unique_prefix(tag: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("cstest:{tag}:{}:", &id[..12])
+}
+
+/// A client under a fresh prefix, or `None` (after [`skip_or_fail`]) when Redis is
+/// unreachable. Pair it with [`PrefixGuard`] to delete its keys afterwards.
+pub async fn connect_or_skip(tag: &str) -> Option<RedisClient> {
+    let url = redis_url();
+    match RedisClient::connect(&url, &unique_prefix(tag)).await {
+        Ok(c) => match c.ping().await {
+            Ok(()) => Some(c),
+            Err(e) => skip_or_fail(&format!("Redis at {url}"), e),
+        },
+        Err(e) => skip_or_fail(&format!("Redis at {url}"), e),
+    }
+}
+
+/// Deletes every key of a prefix when dropped (synchronously, so it also runs at the end of
+/// a test whose runtime is shutting down).
+#[derive(Debug)]
+pub struct PrefixGuard {
+    prefix: String,
+}
+
+impl PrefixGuard {
+    /// Guards the prefix of `client`.
+    pub fn new(client: &RedisClient) -> Self {
+        Self {
+            prefix: client.keys().prefix().to_owned(),
+        }
+    }
+}
+
+impl Drop for PrefixGuard {
+    fn drop(&mut self) {
+        if !self.prefix.starts_with("cstest:") {
+            return; // never delete anything but test data
+        }
+        let _ = delete_prefix_blocking(&redis_url(), &self.prefix);
+    }
+}
+
+fn delete_prefix_blocking(url: &str, prefix: &str) -> redis::RedisResult<()> {
+    let client = redis::Client::open(url)?;
+    let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
+    let pattern = format!("{}*", prefix.replace('*', "\\*"));
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut con)?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK").arg(&keys).query::<()>(&mut con)?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// The Redis bus, queue and cancel channel as a conformance harness, under a fresh prefix.
+#[derive(Debug)]
+pub struct RedisHarness {
+    client: RedisClient,
+    queue: QueueConfig,
+    bus: BusConfig,
+    requests: RedisRequestSink,
+    _guard: PrefixGuard,
+}
+
+impl RedisHarness {
+    /// Connects to [`redis_url`], or `None` (after [`skip_or_fail`]) when unreachable.
+    pub async fn connect() -> Option<Self> {
+        let client = connect_or_skip("conformance").await?;
+        let queue = QueueConfig {
+            claim_idle: Duration::from_secs(2),
+            block: Duration::from_millis(500),
+            ..QueueConfig::default()
+        };
+        let bus = BusConfig {
+            block: Duration::from_secs(1),
+            ..BusConfig::default()
+        };
+        Some(Self {
+            requests: RedisRequestSink::new(client.clone(), &queue),
+            _guard: PrefixGuard::new(&client),
+            client,
+            queue,
+            bus,
+        })
+    }
+
+    /// The client (under this harness's prefix).
+    pub fn client(&self) -> &RedisClient {
+        &self.client
+    }
+
+    /// The queue settings (short claim idle time and block).
+    pub fn queue_config(&self) -> &QueueConfig {
+        &self.queue
+    }
+
+    /// The bus settings.
+    pub fn bus_config(&self) -> &BusConfig {
+        &self.bus
+    }
+}
+
+#[async_trait]
+impl Harness for RedisHarness {
+    async fn request_sink(&self) -> Arc<DynRequestSink> {
+        Arc::new(self.requests.clone())
+    }
+    async fn message_source(&self) -> Box<DynMessageSource> {
+        match RedisRequestSource::new(self.client.clone(), self.queue.clone()).await {
+            Ok(s) => Box::new(s),
+            Err(e) => panic!("Redis request source: {e}"),
+        }
+    }
+    async fn token_sink(&self) -> Arc<DynTokenSink> {
+        match RedisTokenSink::new(self.client.clone(), self.bus.clone()).await {
+            Ok(s) => Arc::new(s),
+            Err(e) => panic!("Redis token sink: {e}"),
+        }
+    }
+    async fn token_source(&self) -> Arc<DynTokenSource> {
+        Arc::new(RedisTokenSource::new(self.client.clone(), self.bus.clone()))
+    }
+    async fn cancel_channel(&self) -> Option<Arc<DynCancelChannel>> {
+        Some(Arc::new(RedisCancelChannel::new(self.client.clone())))
+    }
+    async fn publish_raw_request(&self, body: &[u8]) -> Result<()> {
+        self.requests.submit_raw(body).await
+    }
+    async fn dead_letters(&self) -> Result<Vec<(Vec<u8>, String)>> {
+        Ok(self
+            .requests
+            .dead_letters(10_000)
+            .await?
+            .into_iter()
+            .map(|d| (d.body, d.reason))
+            .collect())
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            replay: true,
+            cancel: true,
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The Redis Streams token bus against a real Redis: resume on another instance, history
+//! lost after trimming or expiry, retried and superseded publishes (skipped when Redis is
+//! unreachable, unless `CHATSTREAM_REQUIRE_SERVICES=1`).
+
+use std::time::Duration;
+
+use chatstream_core::{
+    Destination, Error, FinishReason, StreamEvent, StreamKey, TokenEnvelope, TokenSink, TokenSource,
+};
+use chatstream_redis::testkit::{connect_or_skip, redis_url, PrefixGuard};
+use chatstream_redis::{BusConfig, RedisClient, RedisTokenSink, RedisTokenSource};
+use futures::StreamExt;
+use redis::AsyncCommands;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config() -> BusConfig {
+    BusConfig {
+        block: Duration::from_millis(300),
+        ..BusConfig::default()
+    }
+}
+
+fn key(tag: &str) -> StreamKey {
+    StreamKey::new(format!("session:{tag}"), format!("msg/{tag}"))
+}
+
+/// `n` tokens then End, numbered from `seq_base(attempt)`.
+fn answer(key: &StreamKey, attempt: u32, n: u64) -> Vec<TokenEnvelope> {
+    let base = TokenEnvelope::seq_base(attempt);
+    let mut out: Vec<_> = (0..n)
+        .map(|i| {
+            TokenEnvelope::new(
+                key.clone(),
+                attempt,
+                base + i,
+                StreamEvent::token(format!("t{i} ")),
+            )
+        })
+        .collect();
+    out.push(TokenEnvelope::new(
+        key.clone(),
+        attempt,
+        base + n,
+        StreamEvent::End {
+            finish_reason: FinishReason::Stop,
+            usage: None,
+        },
+    ));
+    out
+}
+
+async fn setup(
+    tag: &str,
+    config: BusConfig,
+) -> Option<(RedisClient, RedisTokenSink, RedisTokenSource, PrefixGuard)> {
+    let client = connect_or_skip(tag).await?;
+    let guard = PrefixGuard::new(&client);
+    let sink = RedisTokenSink::new(client.clone(), config.clone())
+        .await
+        .expect("sink");
+    let source = RedisTokenSource::new(client.clone(), config);
+    Some((client, sink, source, guard))
+}
+
+async fn read_all(
+    source: &RedisTokenSource,
+    key: &StreamKey,
+    after: Option<u64>,
+) -> Vec<TokenEnvelope> {
+    tokio::time::timeout(WAIT, async {
+        source
+            .subscribe(key, after)
+            .await
+            .expect("subscribe")
+            .map(|r| r.expect("envelope"))
+            .collect::<Vec<_>>()
+            .await
+    })
+    .await
+    .expect("stream did not end")
+}
+
+async fn subscribe_err(source: &RedisTokenSource, key: &StreamKey, after: Option<u64>) -> Error {
+    match tokio::time::timeout(WAIT, source.subscribe(key, after))
+        .await
+        .expect("hung")
+    {
+        Err(e) => e,
+        Ok(mut s) => match tokio::time::timeout(WAIT, s.next())
+            .await
+            .expect("hung on a gone stream")
+        {
+            Some(Err(e)) => e,
+            other => panic!("expected an error, got {other:?}"),
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_client_resumes_on_another_instance_with_exactly_the_rest() {
+    let Some((client, sink, first, _g)) = setup("resume", config()).await else {
+        return;
+    };
+    let all = answer(&key("r"), 1, 12);
+    // Publish in two batches, the second after the first reader has started.
+    sink.publish(&Destination::default(), &all[..5])
+        .await
+        .unwrap();
+    let mut stream = first.subscribe(&all[0].key, None).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(stream.next().await.expect("item").expect("envelope"));
+    }
+    drop(stream); // the client goes away mid-answer
+    sink.publish(&Destination::default(), &all[5..])
+        .await
+        .unwrap();
+    // Another gateway, on its own connection.
+    let other = RedisClient::connect(&redis_url(), client.keys().prefix())
+        .await
+        .expect("second client");
+    let second = RedisTokenSource::new(other, config());
+    let rest = read_all(&second, &all[0].key, Some(seen.last().expect("some").seq)).await;
+    seen.extend(rest);
+    assert_eq!(
+        seen, all,
+        "the resumed client must see every envelope exactly once"
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_waits_for_a_stream_not_yet_started() {
+    let Some((_c, sink, source, _g)) = setup("wait", config()).await else {
+        return;
+    };
+    let all = answer(&key("w"), 1, 5);
+    let reader = {
+        let source = source.clone();
+        let key = all[0].key.clone();
+        tokio::spawn(async move { read_all(&source, &key, None).await })
+    };
+    // Give the reader a moment to block, across at least one XREAD timeout.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for env in &all {
+        sink.publish(&Destination::default(), std::slice::from_ref(env))
+            .await
+            .unwrap();
+    }
+    assert_eq!(reader.await.unwrap(), all);
+}
+
+#[tokio::test]
+async fn retried_batches_are_not_duplicated_and_redeliveries_follow_in_order() {
+    let Some((_c, sink, source, _g)) = setup("retry", config()).await else {
+        return;
+    };
+    let k = key("x");
+    let first = answer(&k, 1, 6);
+    // Attempt 1 dies after 3 envelopes; the batch is retried once.
+    sink.publish(&Destination::default(), &first[..3])
+        .await
+        .unwrap();
+    sink.publish(&Destination::default(), &first[..3])
+        .await
+        .unwrap();
+    let second = answer(&k, 2, 4);
+    sink.publish(&Destination::default(), &second)
+        .await
+        .unwrap();
+    // A zombie of attempt 1 publishes late: dropped without failing.
+    sink.publish(&Destination::default(), &first[3..5])
+        .await
+        .unwrap();
+    let got = read_all(&source, &k, None).await;
+    let expected: Vec<_> = first[..3].iter().chain(&second).cloned().collect();
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn out_of_order_publishes_of_one_attempt_fail() {
+    let Some((_c, sink, _s, _g)) = setup("order", config()).await else {
+        return;
+    };
+    let all = answer(&key("o"), 1, 6);
+    sink.publish(&Destination::default(), &all[3..5])
+        .await
+        .unwrap();
+    let err = sink.publish(&Destination::default(), &all[..3]).await;
+    assert!(err.is_err(), "a gap in one attempt must not pass silently");
+}
+
+#[tokio::test]
+async fn history_trimmed_away_is_reported_lost() {
+    let cfg = BusConfig {
+        max_len: 10,
+        ..config()
+    };
+    let Some((_c, sink, source, _g)) = setup("trim", cfg).await else {
+        return;
+    };
+    let all = answer(&key("t"), 1, 40);
+    for chunk in all.chunks(4) {
+        sink.publish(&Destination::default(), chunk).await.unwrap();
+    }
+    let k = &all[0].key;
+    assert!(matches!(
+        subscribe_err(&source, k, Some(3)).await,
+        Error::HistoryLost { after_seq: 3 }
+    ));
+    assert!(matches!(
+        subscribe_err(&source, k, None).await,
+        Error::HistoryLost { .. }
+    ));
+    // What is still held replays.
+    assert_eq!(read_all(&source, k, Some(35)).await, all[36..].to_vec());
+}
+
+#[tokio::test]
+async fn expiry_after_end_and_expired_streams_are_reported_lost() {
+    let cfg = BusConfig {
+        retention_after_end: Duration::from_secs(60),
+        idle_expiry: Duration::from_secs(600),
+        tombstone: Duration::from_secs(300),
+        ..config()
+    };
+    let Some((client, sink, source, _g)) = setup("expire", cfg).await else {
+        return;
+    };
+    let all = answer(&key("e"), 1, 4);
+    let k = &all[0].key;
+    let (stream, marker) = (client.keys().token_stream(k), client.keys().token_marker(k));
+    let mut con = client.connection();
+    sink.publish(&Destination::default(), &all[..2])
+        .await
+        .unwrap();
+    let live: i64 = con.pttl(&stream).await.unwrap();
+    assert!(
+        live > 590_000,
+        "an unfinished stream carries the safety expiry: {live}"
+    );
+    sink.publish(&Destination::default(), &all[2..])
+        .await
+        .unwrap();
+    let ended: i64 = con.pttl(&stream).await.unwrap();
+    let mark: i64 = con.pttl(&marker).await.unwrap();
+    assert!(
+        ended <= 60_000 && ended > 50_000,
+        "End shortens the expiry: {ended}"
+    );
+    assert!(
+        mark > ended + 250_000,
+        "the marker outlives the stream: {mark}"
+    );
+    // The stream expires (simulated): resumes fail clearly instead of waiting.
+    let _: () = con.del(&stream).await.unwrap();
+    assert!(matches!(
+        subscribe_err(&source, k, Some(1)).await,
+        Error::HistoryLost { after_seq: 1 }
+    ));
+    assert!(matches!(
+        subscribe_err(&source, k, None).await,
+        Error::HistoryLost { .. }
+    ));
+    // At the End, the stream is over rather than lost: the End again.
+    assert_eq!(read_all(&source, k, Some(4)).await, all[4..].to_vec());
+    // Even with the marker gone, a resume after a seq cannot wait for a stream that was.
+    let _: () = con.del(&marker).await.unwrap();
+    assert!(matches!(
+        subscribe_err(&source, k, Some(1)).await,
+        Error::HistoryLost { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_stream_that_expires_under_a_subscriber_ends_with_history_lost() {
+    let Some((client, sink, source, _g)) = setup("gone", config()).await else {
+        return;
+    };
+    let all = answer(&key("g"), 1, 6);
+    sink.publish(&Destination::default(), &all[..3])
+        .await
+        .unwrap();
+    let mut stream = source.subscribe(&all[0].key, None).await.unwrap();
+    for _ in 0..3 {
+        stream.next().await.expect("item").expect("envelope");
+    }
+    let _: () = client
+        .connection()
+        .del(client.keys().token_stream(&all[0].key))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("hung on a vanished stream");
+    assert!(
+        matches!(next, Some(Err(Error::HistoryLost { after_seq: 2 }))),
+        "{next:?}"
+    );
+}
+
+/// Kills this client's blocking reader connections, as a network cut or a server restart
+/// would.
+async fn kill_readers(client: &RedisClient) -> usize {
+    let mut con = client.connection();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut con)
+        .await
+        .expect("CLIENT command");
+    let needle = format!("name={} ", client.reader_name());
+    let ids: Vec<String> = list
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix("id="))
+                .map(str::to_owned)
+        })
+        .collect();
+    for id in &ids {
+        let _: redis::Value = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(&mut con)
+            .await
+            .expect("CLIENT command");
+    }
+    ids.len()
+}
+
+#[tokio::test]
+async fn a_subscription_survives_a_dropped_connection() {
+    let Some((client, sink, source, _g)) = setup("cut", config()).await else {
+        return;
+    };
+    let all = answer(&key("c"), 1, 6);
+    sink.publish(&Destination::default(), &all[..3])
+        .await
+        .unwrap();
+    let mut stream = source.subscribe(&all[0].key, None).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(stream.next().await.expect("item").expect("envelope"));
+    }
+    // The reader is now blocked in XREAD; cut its connection.
+    let mut killed = 0;
+    for _ in 0..50 {
+        killed = kill_readers(&client).await;
+        if killed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(killed > 0, "no reader connection found");
+    sink.publish(&Destination::default(), &all[3..])
+        .await
+        .unwrap();
+    let rest: Vec<_> = tokio::time::timeout(
+        WAIT,
+        stream
+            .map(|r| r.expect("envelope after reconnect"))
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .expect("hung after the connection was cut");
+    seen.extend(rest);
+    assert_eq!(seen, all);
+}

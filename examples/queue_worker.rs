@@ -1,0 +1,334 @@
+//! Run with: cargo run --example queue_worker --features amqp
+//!
+//! Seed 003 (the ChatGPT queue worker) end to end on RabbitMQ: a worker that takes chat
+//! requests from a queue, asks any OpenAI-compatible server (OpenAI, Ollama, vLLM,
+//! DeepSeek, …) and publishes the answer token by token to the queue `response_{uid}`; and
+//! seed 003's REST API on port 8080 (`POST /v1/chat/completions`,
+//! `GET /v1/chat/response?uid=`, `GET /ping`). A client that publishes to `default-queue`
+//! as the seed's pika example does and consumes `response_{uid}` gets the answer, and so
+//! does the seed's curl flow.
+//!
+//! Environment (a `.env` file in the working directory is read too):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `RABBITMQ_URL` | `amqp://guest:guest@localhost:5672/` | RabbitMQ connection URL (`CHATSTREAM_AMQP_URL` wins when set) |
+//! | `RABBITMQ_QUEUE` | `default-queue` | durable queue of chat requests |
+//! | `OPENAI_API_KEY` | `dummy-token` | API key of the LLM server |
+//! | `OPENAI_URL` | `http://localhost:11434/v1` | base URL of the OpenAI-compatible server |
+//! | `OPENAI_MODEL` | `deepseek-r1:8b` | model used when a request names none |
+//! | `LOG_LEVEL` | `info` | `debug`, `info`, `warn`, `error`, or a `tracing` filter |
+//! | `RESTAPI_PORT` | `8080` | port of the REST API (`0`: any free port, printed at start) |
+//! | `RESTAPI_HOST` | `0.0.0.0` | address of the REST API (the Go original listens on every interface) |
+//! | `WORKER_CONCURRENCY` | `16` | requests one worker process answers at once (`--concurrency`) |
+//! | `CHATSTREAM_SCRIPTED` | unset | `1`: answer with the scripted backend (one word every 30 ms) instead of an LLM, for demos without a model |
+//! | `CHATSTREAM_WORKER_ONLY` | unset | `1`: as `--worker-only` |
+//! | `CHATSTREAM_REST_ONLY` | unset | `1`: as `--rest-only` |
+//! | `CHATSTREAM_REST_TOPOLOGY` | `per-request` | as `--rest-topology`: `per-request` or `reply-to` |
+//! | `CORS_ORIGINS` | unset | comma-separated origins allowed to call the REST API (`*`: any) |
+//!
+//! Modes: by default one process runs a worker and the REST API. `--worker-only` (or
+//! `--no-rest`) runs only the worker and `--rest-only` only the REST API; start as many
+//! worker processes as you like, they share the request queue (each request goes to one of
+//! them; a request whose worker dies is redelivered to another, whose answer then follows
+//! the partial one in `response_{uid}`, its messages carrying a higher
+//! `x-chatstream-attempt` header). Several `--rest-only` instances also work, but a
+//! client must fetch `GET /v1/chat/response?uid=` from the instance it posted to, since
+//! each `response_{uid}` queue is read by one consumer.
+//!
+//! Where the REST API reads answers (`--rest-topology`): `per-request` (default), from
+//! `response_{uid}` as the seed did, one broker message per token (so it also works in
+//! front of the Go original's workers); or `reply-to`, from a queue of the gateway's own
+//! that its requests name in `reply_to`, to which chatstream workers send one message per
+//! batch for all its streams: far fewer broker messages under load (BENCHMARKS.md,
+//! "RabbitMQ"). Workers need no setting for it; clients that publish themselves still get
+//! `response_{uid}`.
+//!
+//! Messages in `response_{uid}`: one per run of tokens, the raw text as the body
+//! (`text/plain`), AMQP `type` = `token`; an error has `type` = `error`; the end is an empty
+//! message with `type` = `end` (the original sent no end marker). The queue is declared
+//! with `x-expires` (10 minutes unused), so abandoned ones disappear.
+//!
+//! SIGTERM or Ctrl-C stop it gracefully: the REST API ends open streams and stops, and the
+//! worker finishes the answers in progress (within 25 s; what is still running then goes
+//! back to the queue for another worker).
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use chatstream::amqp::{
+    AmqpCancelChannel, AmqpConfig, AmqpConnection, AmqpRequestSink, AmqpRequestSource,
+    AmqpTokenSink, AmqpTokenSource, TokenTopology,
+};
+use chatstream::axum::ChatstreamState;
+use chatstream::axum::{cors_layer, method_not_allowed, not_found, seed003};
+use chatstream::worker::shutdown_signal;
+use chatstream::{
+    DynLlmBackend, Gateway, GatewayConfig, ScriptedBackend, Worker, WorkerConfig, WorkerHandle,
+};
+use clap::Parser;
+use tower_http::trace::TraceLayer;
+use tracing_subscriber::EnvFilter;
+
+/// How long answers in progress may run on after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+/// Longest a REST client stays connected to one answer.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Delay between the scripted backend's tokens.
+const SCRIPTED_DELAY: Duration = Duration::from_millis(30);
+
+/// Seed 003's queue worker and REST API on RabbitMQ.
+#[derive(Debug, Parser)]
+#[command(name = "queue_worker")]
+struct Args {
+    /// Run only the worker, not the REST API.
+    #[arg(
+        long,
+        visible_alias = "no-rest",
+        env = "CHATSTREAM_WORKER_ONLY",
+        conflicts_with = "rest_only"
+    )]
+    worker_only: bool,
+    /// Run only the REST API, not the worker.
+    #[arg(long, env = "CHATSTREAM_REST_ONLY")]
+    rest_only: bool,
+    /// Requests this worker answers at once.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// How the REST API receives answers from the workers.
+    #[arg(
+        long,
+        value_enum,
+        env = "CHATSTREAM_REST_TOPOLOGY",
+        default_value_t = RestTopology::PerRequest
+    )]
+    rest_topology: RestTopology,
+}
+
+/// Where the REST API reads the answers it streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RestTopology {
+    /// From `response_{uid}`, as seed 003's REST API did: one broker message per token.
+    PerRequest,
+    /// From a queue of this gateway's own, named in each request's `reply_to`: workers send
+    /// it one message per batch for all its streams. Needs chatstream workers.
+    ReplyTo,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let _ = dotenvy::dotenv();
+    let args = Args::parse();
+    init_logging();
+
+    let mut config = AmqpConfig::seed003();
+    config.connection_name = "queue-worker".to_owned();
+    config.prefetch = args.concurrency.max(1);
+    let where_ = format!("{} queue {:?}", redact(&config.url), config.request_queue);
+
+    let worker = if args.rest_only {
+        None
+    } else {
+        Some(start_worker(&config, args.concurrency).await?)
+    };
+    if worker.is_some() {
+        println!(
+            "queue_worker: worker answering {where_} ({} at once)",
+            args.concurrency.max(1)
+        );
+        tracing::info!(queue = %config.request_queue, "waiting for messages");
+    }
+
+    if args.worker_only {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+    } else {
+        serve_rest(&config, args.rest_topology, &where_).await?;
+    }
+
+    if let Some((conn, handle)) = worker {
+        let stats = handle.shutdown().await;
+        conn.close().await;
+        tracing::info!(
+            completed = stats.completed,
+            requeued = stats.requeued,
+            "worker stopped"
+        );
+    }
+    Ok(())
+}
+
+/// Connects and starts the worker: `RABBITMQ_QUEUE` → LLM → `response_{uid}`.
+async fn start_worker(
+    config: &AmqpConfig,
+    concurrency: u16,
+) -> Result<(AmqpConnection, WorkerHandle), Box<dyn Error>> {
+    let conn = connect(config).await?;
+    let source = AmqpRequestSource::new(&conn).await?;
+    let sink = AmqpTokenSink::new(&conn).await?;
+    let cancels = AmqpCancelChannel::new(&conn).await?;
+    let handle = Worker::builder(Arc::new(source), Arc::new(sink), backend()?)
+        .cancels(Arc::new(cancels))
+        .config(WorkerConfig {
+            concurrency: usize::from(concurrency.max(1)),
+            // Seed 003 clients read text only; statuses would not be published anyway.
+            status_events: false,
+            shutdown_grace: SHUTDOWN_GRACE,
+            ..WorkerConfig::default()
+        })
+        .build()
+        .spawn();
+    Ok((conn, handle))
+}
+
+/// Serves seed 003's REST API until SIGTERM / Ctrl-C.
+async fn serve_rest(
+    config: &AmqpConfig,
+    topology: RestTopology,
+    where_: &str,
+) -> Result<(), Box<dyn Error>> {
+    let mut config = config.clone();
+    if topology == RestTopology::ReplyTo {
+        config.token_topology = TokenTopology::ReplyTo;
+    }
+    let conn = connect(&config).await?;
+    let requests = AmqpRequestSink::new(&conn).await?;
+    let tokens = AmqpTokenSource::new(&conn).await?;
+    let cancels = AmqpCancelChannel::new(&conn).await?;
+    let gateway = Gateway::builder(Arc::new(requests), Arc::new(tokens))
+        .cancels(Arc::new(cancels))
+        .config(GatewayConfig {
+            stream_timeout: Some(STREAM_TIMEOUT),
+            ..GatewayConfig::default()
+        })
+        .build();
+    let mut app = seed003::router(ChatstreamState::new(gateway.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    if let Some(origins) = env("CORS_ORIGINS") {
+        app = app.layer(cors_layer(&origins));
+    }
+    let app = app.layer(TraceLayer::new_for_http());
+
+    let host = env("RESTAPI_HOST").unwrap_or_else(|| "0.0.0.0".to_owned());
+    let port: u16 = match env("RESTAPI_PORT") {
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("RESTAPI_PORT must be a port number, got {p:?}"))?,
+        None => 8080,
+    };
+    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot listen on {host}:{port}: {e} (set RESTAPI_PORT)"))?;
+    let url = local_url(listener.local_addr()?);
+    // Each SSE chunk is a small write: without TCP_NODELAY, Nagle's algorithm holds it back
+    // until the client acknowledges the previous one (up to 40 ms with delayed ACKs).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
+    println!("queue_worker: REST API on {url} submitting to {where_}");
+    println!(
+        "  curl -s {url}/v1/chat/completions -H 'content-type: application/json' \
+         -d '{{\"model\":\"gpt-4o\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hi\"}}],\"stream\":true}}'"
+    );
+    println!("  curl -N '{url}/v1/chat/response?uid=<uid>'");
+
+    let shutdown = {
+        let gateway = gateway.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            // Open SSE streams end with an error chunk and [DONE], so the server can stop.
+            gateway.shutdown();
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    conn.close().await;
+    Ok(())
+}
+
+/// Connects to RabbitMQ, saying clearly where it failed to.
+async fn connect(config: &AmqpConfig) -> Result<AmqpConnection, Box<dyn Error>> {
+    AmqpConnection::connect(config.clone()).await.map_err(|e| {
+        format!(
+            "cannot connect to RabbitMQ at {}: {e} (set RABBITMQ_URL)",
+            redact(&config.url)
+        )
+        .into()
+    })
+}
+
+/// The LLM: the OpenAI-compatible server of `OPENAI_URL`, or the scripted backend when
+/// `CHATSTREAM_SCRIPTED` is set.
+fn backend() -> Result<Arc<DynLlmBackend>, Box<dyn Error>> {
+    if env("CHATSTREAM_SCRIPTED").is_some_and(|v| v != "0" && v != "false") {
+        tracing::info!("answering with the scripted backend (CHATSTREAM_SCRIPTED)");
+        return Ok(Arc::new(
+            ScriptedBackend::default().with_delay(SCRIPTED_DELAY),
+        ));
+    }
+    #[cfg(feature = "openai")]
+    {
+        use chatstream::backend::{OpenAiBackend, OpenAiConfig};
+        let config = OpenAiConfig::from_env();
+        tracing::info!(url = %config.base_url, model = %config.model, "answering with an OpenAI-compatible server");
+        Ok(Arc::new(OpenAiBackend::new(config)?))
+    }
+    #[cfg(not(feature = "openai"))]
+    Err("this build lacks feature `openai`: build with it, or set CHATSTREAM_SCRIPTED=1".into())
+}
+
+/// A non-empty environment variable.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The URL to print for a listening address (`0.0.0.0` → `localhost`).
+fn local_url(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// The URL without its password.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn init_logging() {
+    let level = env("LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
+    // Seed 003 uses logrus level names; Python's are accepted too.
+    let directive = match level.to_ascii_lowercase().as_str() {
+        "warning" => "warn".to_owned(),
+        "critical" | "fatal" | "panic" => "error".to_owned(),
+        other => other.to_owned(),
+    };
+    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| {
+        eprintln!("LOG_LEVEL {level:?} is not a level or filter; using info");
+        EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

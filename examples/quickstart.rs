@@ -1,0 +1,204 @@
+//! Run with: cargo run --example quickstart
+//!
+//! Everything in one process: the in-memory broker, a worker, a gateway, and every client
+//! API chatstream speaks, on one port:
+//!
+//! | route | API |
+//! |---|---|
+//! | `/` | a chat page that streams the answer in with `EventSource` (which reconnects and resumes with `Last-Event-ID` by itself) |
+//! | `POST /api/chat`, `GET /api/stream/{sessionId}/{messageId}`, `GET /health` | seed 001's SSE service plus a submit route |
+//! | `/chat/threads…` | seed 002's streaming chat API (bearer token printed at start) |
+//! | `POST /v1/chat/completions`, `GET /v1/models` | OpenAI-compatible mode (the official SDKs work against it) |
+//! | `POST /api/ai-sdk/chat` | Vercel AI SDK UI message stream (`useChat`) |
+//! | `GET /ws` | seed 004's WebSocket |
+//! | `GET /metrics` | Prometheus metrics |
+//!
+//! Environment (a `.env` file in the working directory is read too):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `HOST` | `127.0.0.1` | address to listen on (`0.0.0.0` for every interface) |
+//! | `PORT` | `3000` | port to listen on |
+//! | `OPENAI_URL`, `OPENAI_API_KEY` | unset | when either is set, answers come from that OpenAI-compatible server (feature `openai`, on by default); otherwise from the scripted backend, one word every 30 ms |
+//! | `OPENAI_MODEL` | `deepseek-r1:8b` | model asked for (seed 003's default) |
+//! | `LOG_LEVEL` | `info` | `debug`, `info`, `warning`, `error`, or a `tracing` filter |
+//! | `CORS_ORIGINS` | unset | comma-separated origins allowed to call the API (`*`: any) |
+//! | `CHATSTREAM_API_TOKENS` | one random token for user `demo`, printed at start | bearer tokens of the seed 002 API, `token:user,token:user` |
+
+use std::error::Error;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::Html;
+use axum::routing::get;
+use axum::Router;
+use chatstream::axum::auth::StaticTokens;
+use chatstream::axum::metrics::Metrics;
+use chatstream::axum::openai::OpenAiRouteConfig;
+use chatstream::axum::ws::{Channels, WsEndpoint};
+use chatstream::axum::ChatstreamState;
+use chatstream::axum::{
+    aisdk, cors_layer, method_not_allowed, not_found, openai, quickstart, seed001, seed002,
+    trace_layer,
+};
+use chatstream::worker::shutdown_signal;
+use chatstream::{
+    DynLlmBackend, Gateway, GatewayConfig, InMemoryBroker, InMemoryConversationStore,
+    ScriptedBackend, Worker, WorkerConfig,
+};
+use tracing_subscriber::EnvFilter;
+
+/// The chat page: HTML, CSS and JavaScript in one file, nothing fetched from elsewhere.
+const PAGE: &str = include_str!("quickstart.html");
+
+/// Longest an SSE client stays connected (as long as the OpenAI backend's answer timeout).
+const STREAM_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Delay between the scripted backend's tokens, so the streaming is visible.
+const SCRIPTED_DELAY: Duration = Duration::from_millis(30);
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let _ = dotenvy::dotenv();
+    init_logging();
+
+    let broker = InMemoryBroker::new();
+    // Every request the worker takes is announced to the WebSocket clients of its channel.
+    let channels = Channels::new();
+    // One store for the worker's history and seed 002's threads.
+    let store = Arc::new(InMemoryConversationStore::default());
+    let worker = Worker::builder(
+        Arc::new(channels.announcing(broker.message_source())),
+        Arc::new(broker.clone()),
+        backend()?,
+    )
+    .cancels(Arc::new(broker.clone()))
+    .store(store.clone())
+    .config(WorkerConfig {
+        shutdown_grace: Duration::from_secs(5),
+        ..WorkerConfig::default()
+    })
+    .build()
+    .spawn();
+    let gateway = Gateway::builder(Arc::new(broker.clone()), Arc::new(broker.clone()))
+        .cancels(Arc::new(broker.clone()))
+        .config(GatewayConfig {
+            // A client waiting on a stream that never comes is let go eventually.
+            stream_timeout: Some(STREAM_TIMEOUT),
+            ..GatewayConfig::default()
+        })
+        .build();
+    let (tokens, demo_token) = match StaticTokens::from_env()? {
+        Some(tokens) => (tokens, None),
+        None => {
+            let token = StaticTokens::random_token();
+            (StaticTokens::new().with(&token, "demo"), Some(token))
+        }
+    };
+    let state = ChatstreamState::new(gateway.clone())
+        .with_store(store)
+        .with_authenticator(Arc::new(tokens));
+    let model = env("OPENAI_MODEL").unwrap_or_else(|| "scripted".to_owned());
+    let metrics = Metrics::new(gateway.clone());
+
+    let mut app = Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .merge(seed001::router(state.clone()))
+        .merge(quickstart::router(state.clone()))
+        .merge(seed002::router(state.clone()))
+        .merge(openai::router(
+            state.clone(),
+            OpenAiRouteConfig::for_model(model),
+        ))
+        .merge(aisdk::router(state.clone()))
+        .merge(WsEndpoint::new(state).with_channels(channels).router())
+        .merge(metrics.router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(metrics.layer())
+        .layer(trace_layer());
+    if let Some(origins) = env("CORS_ORIGINS") {
+        app = app.layer(cors_layer(&origins));
+    }
+
+    let host = env("HOST").unwrap_or_else(|| "127.0.0.1".to_owned());
+    let port: u16 = match env("PORT") {
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("PORT must be a port number, got {p:?}"))?,
+        None => 3000,
+    };
+    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot listen on {host}:{port}: {e} (set HOST or PORT)"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    println!("chatstream quickstart: open {url}/ in a browser, or try:");
+    println!(
+        "  curl -s -X POST {url}/api/chat -H 'content-type: application/json' -d '{{\"text\":\"hi\"}}'"
+    );
+    println!("  curl -N {url}/api/stream/<sessionId>/<messageId>");
+    if let Some(token) = &demo_token {
+        println!("seed 002 API (/chat/threads…): Authorization: Bearer {token}");
+    }
+    println!("OpenAI-compatible: {url}/v1   AI SDK: {url}/api/ai-sdk/chat   WebSocket: {url}/ws");
+    println!("Ctrl-C stops.");
+
+    let shutdown = {
+        let gateway = gateway.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            // Open SSE streams end with an error frame and __END__, so connections close
+            // and the server can stop.
+            gateway.shutdown();
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    let stats = worker.shutdown().await;
+    tracing::info!(completed = stats.completed, "worker stopped");
+    Ok(())
+}
+
+/// A non-empty environment variable.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn init_logging() {
+    let level = env("LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
+    // The seeds use Python's level names.
+    let directive = match level.to_ascii_lowercase().as_str() {
+        "warning" => "warn".to_owned(),
+        "critical" | "fatal" => "error".to_owned(),
+        other => other.to_owned(),
+    };
+    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| {
+        eprintln!("LOG_LEVEL {level:?} is not a level or filter; using info");
+        EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+/// The OpenAI-compatible backend when `OPENAI_URL` or `OPENAI_API_KEY` is set, else the
+/// scripted one.
+fn backend() -> Result<Arc<DynLlmBackend>, Box<dyn Error>> {
+    #[cfg(feature = "openai")]
+    {
+        use chatstream::backend::{OpenAiBackend, OpenAiConfig};
+        if OpenAiConfig::is_configured_in_env() {
+            let config = OpenAiConfig::from_env();
+            tracing::info!(url = %config.base_url, model = %config.model, "answering with an OpenAI-compatible server");
+            return Ok(Arc::new(OpenAiBackend::new(config)?));
+        }
+    }
+    #[cfg(not(feature = "openai"))]
+    if env("OPENAI_URL").is_some() || env("OPENAI_API_KEY").is_some() {
+        tracing::warn!("OPENAI_URL/OPENAI_API_KEY set, but this build lacks feature `openai`");
+    }
+    tracing::info!("answering with the scripted backend (set OPENAI_URL for a real model)");
+    Ok(Arc::new(
+        ScriptedBackend::default().with_delay(SCRIPTED_DELAY),
+    ))
+}

@@ -1,0 +1,288 @@
+//! Broker restart under load: RabbitMQ (`rabbitmqctl stop_app` / `start_app`) and Redis
+//! (`redis-cli shutdown nosave`, then started again as `.ci/run` starts it) are restarted
+//! while a worker and a gateway (in this process, on the real adapters) stream answers.
+//! Both reconnect by themselves; every client of a cut stream ends with an error event or
+//! its whole answer, never a hang; requests submitted after the restart are answered.
+//!
+//! These tests stop the shared servers every other test uses, so they are `#[ignore]`d and
+//! live alone in this binary, one after the other (a lock orders them):
+//!
+//! ```text
+//! cargo test --features amqp,redis --test broker_restart -- --ignored --test-threads=1
+//! ```
+#![cfg(all(unix, feature = "amqp", feature = "redis", feature = "axum"))]
+#![allow(unreachable_pub)]
+
+#[path = "../faults/common.rs"]
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatstream::amqp::{
+    AmqpConnection, AmqpRequestSink, AmqpRequestSource, AmqpTokenSink, AmqpTokenSource,
+};
+use chatstream::redis::{
+    BusConfig, QueueConfig, RedisClient, RedisRequestSink, RedisRequestSource, RedisTokenSink,
+    RedisTokenSource,
+};
+use chatstream::{
+    ChatRequest, DynMessageSource, DynRequestSink, DynTokenSink, DynTokenSource, Gateway,
+    GatewayConfig, ScriptedBackend, StreamKey, Worker, WorkerConfig, WorkerHandle,
+};
+use common::*;
+
+/// One restart at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Longest a client may wait for the end of its stream: a hang shows up as a failure.
+const CLIENT_LIMIT: Duration = Duration::from_secs(90);
+
+fn sh(what: &str, program: &str, args: &[&str]) {
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{what}: {program}: {e}"));
+    assert!(
+        status.success(),
+        "{what}: {program} {args:?} exited {status}"
+    );
+}
+
+struct Pipeline {
+    worker: WorkerHandle,
+    gateway: Gateway,
+    _cleanup: Option<RedisCleanup>,
+    _conn: Option<AmqpConnection>,
+}
+
+async fn pipeline(kind: Kind, name: &str) -> Pipeline {
+    let (source, sink, requests, tokens, conn, cleanup): (
+        Arc<DynMessageSource>,
+        Arc<DynTokenSink>,
+        Arc<DynRequestSink>,
+        Arc<DynTokenSource>,
+        _,
+        _,
+    ) = match kind {
+        Kind::Amqp => {
+            let conn = AmqpConnection::connect(amqp_config(name))
+                .await
+                .expect("RabbitMQ");
+            (
+                Arc::new(AmqpRequestSource::new(&conn).await.expect("source")),
+                Arc::new(AmqpTokenSink::new(&conn).await.expect("sink")),
+                Arc::new(AmqpRequestSink::new(&conn).await.expect("requests")),
+                Arc::new(AmqpTokenSource::new(&conn).await.expect("tokens")),
+                Some(conn),
+                None,
+            )
+        }
+        Kind::Redis => {
+            let prefix = redis_prefix(name);
+            let client = RedisClient::connect(&redis_url(), &prefix)
+                .await
+                .expect("Redis");
+            let queue = QueueConfig {
+                claim_idle: Duration::from_secs(2),
+                block: Duration::from_millis(500),
+                ..QueueConfig::default()
+            };
+            let bus = BusConfig {
+                block: Duration::from_secs(1),
+                ..BusConfig::default()
+            };
+            (
+                Arc::new(
+                    RedisRequestSource::new(client.clone(), queue.clone())
+                        .await
+                        .expect("source"),
+                ),
+                Arc::new(
+                    RedisTokenSink::new(client.clone(), bus.clone())
+                        .await
+                        .expect("sink"),
+                ),
+                Arc::new(RedisRequestSink::new(client.clone(), &queue)),
+                Arc::new(RedisTokenSource::new(client, bus)),
+                None,
+                Some(RedisCleanup(prefix)),
+            )
+        }
+    };
+    let backend = ScriptedBackend::default().with_delay(Duration::from_millis(100));
+    let worker = Worker::builder(source, sink, Arc::new(backend))
+        .config(WorkerConfig {
+            concurrency: 32,
+            ..WorkerConfig::default()
+        })
+        .build()
+        .spawn();
+    let gateway = Gateway::builder(requests, tokens)
+        .config(GatewayConfig {
+            idle_timeout: Some(Duration::from_secs(60)),
+            ..GatewayConfig::default()
+        })
+        .build();
+    Pipeline {
+        worker,
+        gateway,
+        _cleanup: cleanup,
+        _conn: conn,
+    }
+}
+
+/// Submits `n` requests (retrying while the broker is away) and follows them.
+async fn batch(p: &Pipeline, tag: &str, n: usize) -> tokio::task::JoinSet<(ChatRequest, Outcome)> {
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let request = ChatRequest::new(
+            StreamKey::new(format!("{tag}-s{i}"), format!("{tag}-m{i}")),
+            format!("question {i}"),
+        );
+        let stream = within("submit", STEP, async {
+            loop {
+                match p.gateway.submit(request.clone()).await {
+                    Ok(s) => return s,
+                    Err(e) => {
+                        eprintln!("submit {}: {e}; retrying", request.key);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        })
+        .await;
+        clients.spawn(async move { (request.clone(), follow(stream, CLIENT_LIMIT).await) });
+    }
+    clients
+}
+
+fn restart(kind: Kind) {
+    match kind {
+        Kind::Amqp => {
+            sh("stop RabbitMQ", "rabbitmqctl", &["stop_app"]);
+            std::thread::sleep(Duration::from_secs(2));
+            sh("start RabbitMQ", "rabbitmqctl", &["start_app"]);
+        }
+        Kind::Redis => {
+            // `shutdown` closes the connection it came on: its exit status says nothing.
+            let _ = Command::new("redis-cli")
+                .args(["shutdown", "nosave"])
+                .status();
+            std::thread::sleep(Duration::from_secs(1));
+            sh(
+                "start Redis",
+                "redis-server",
+                &[
+                    "--daemonize",
+                    "yes",
+                    "--bind",
+                    "127.0.0.1",
+                    "-::1",
+                    "--port",
+                    "6379",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    "/var/lib/redis",
+                    "--logfile",
+                    "/var/log/redis/ci.log",
+                ],
+            );
+        }
+    }
+}
+
+async fn restart_under_load(kind: Kind) {
+    let _one = ONE_AT_A_TIME.lock().await;
+    if !broker_up(kind).await {
+        return;
+    }
+    let ns = namespace(&format!("restart-{}", kind.env()));
+    let name = ns.name.clone();
+    let p = pipeline(kind, &name).await;
+
+    // Batch A is in flight when the broker goes away.
+    let before = batch(&p, "a", 20).await;
+    within("answers to start", STEP, async {
+        while p.worker.stats().envelopes < 40 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    tokio::task::spawn_blocking(move || restart(kind))
+        .await
+        .expect("restart");
+    eprintln!(
+        "{} restarted in {:.1} s",
+        kind.env(),
+        started.elapsed().as_secs_f64()
+    );
+
+    // Batch B after the restart: every answer arrives whole, so both sides reconnected.
+    let after = batch(&p, "b", 10).await;
+    let mut tally_before = Tally::default();
+    let mut cut = 0;
+    let mut cut_by = None;
+    for (request, outcome) in before.join_all().await {
+        assert!(
+            !outcome
+                .fault
+                .as_deref()
+                .is_some_and(|f| f.starts_with("no end within")),
+            "{}: the client hung",
+            request.key
+        );
+        if outcome.ended {
+            tally_before.add(&request, &outcome);
+        } else {
+            cut += 1;
+            cut_by = cut_by.or(outcome.fault);
+        }
+    }
+    let mut tally_after = Tally::default();
+    for (request, outcome) in after.join_all().await {
+        tally_after.add(&request, &outcome);
+    }
+    let reconnected = started.elapsed();
+    eprintln!(
+        "{}: before the restart 20 streams: {} whole, {} garbled, {} cut with an error event; \
+         after: {} of 10 whole; {:.1} s from the restart to the last answer; worker {:?}; \
+         cut by {:?}",
+        kind.env(),
+        tally_before.complete,
+        tally_before.garbled,
+        cut,
+        tally_after.complete,
+        reconnected.as_secs_f64(),
+        p.worker.stats(),
+        cut_by
+    );
+    assert_eq!(tally_before.garbled, 0, "{:#?}", tally_before.problems);
+    assert_eq!(tally_after.complete, 10, "{:#?}", tally_after.problems);
+    if kind == Kind::Amqp {
+        // The request queue is durable: every request accepted before is answered.
+        within("batch A answered by the worker", STEP, async {
+            while p.worker.stats().completed < 30 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the shared RabbitMQ; run alone (see RELIABILITY.md)"]
+async fn rabbitmq_restart_under_load() {
+    restart_under_load(Kind::Amqp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the shared Redis; run alone (see RELIABILITY.md)"]
+async fn redis_restart_under_load() {
+    restart_under_load(Kind::Redis).await;
+}

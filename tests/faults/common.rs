@@ -1,0 +1,523 @@
+//! Helpers of the fault tests: the `chaos_worker` example as a child process, broker
+//! namespaces that no other test uses, and a client-side check of answers.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatstream::amqp::{AmqpConfig, AmqpConnection};
+use chatstream::redis::RedisClient;
+use chatstream::testkit::skip_or_fail;
+use chatstream::{ChatRequest, ClientEvent, ClientStream, ScriptedBackend, StreamEvent};
+use futures::StreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// Longest any single step (a process start, an answer, a stop) may take.
+pub const STEP: Duration = Duration::from_secs(60);
+
+/// `f`, or a panic naming `what` after `limit`.
+pub async fn within<F: std::future::Future>(what: &str, limit: Duration, f: F) -> F::Output {
+    match tokio::time::timeout(limit, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: nothing within {limit:?}"),
+    }
+}
+
+/// A fresh namespace for one test's queues, exchanges and keys.
+pub fn unique_name(tag: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("cs-chaos-{tag}-{}", &id[..10])
+}
+
+/// Which broker a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// RabbitMQ: durable request queue, reply-to token topology (no history).
+    Amqp,
+    /// Redis: Streams request queue and token bus (history kept).
+    Redis,
+}
+
+impl Kind {
+    pub fn env(self) -> &'static str {
+        match self {
+            Kind::Amqp => "amqp",
+            Kind::Redis => "redis",
+        }
+    }
+}
+
+pub fn redis_url() -> String {
+    std::env::var("CHATSTREAM_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// The names `chaos_worker` uses for namespace `name` (keep in step with
+/// `examples/chaos_worker.rs`).
+pub fn amqp_config(name: &str) -> AmqpConfig {
+    let mut c = AmqpConfig::from_env();
+    c.connection_name = format!("{name}-test");
+    c.request_queue = format!("{name}.requests");
+    c.dead_letter_exchange = format!("{name}.dlx");
+    c.dead_letter_queue = format!("{name}.dead");
+    c.token_exchange = format!("{name}.tokens");
+    c.control_exchange = format!("{name}.control");
+    c.reply_queue_prefix = format!("{name}.gw.");
+    c.queue_expires = Some(Duration::from_secs(600));
+    c.max_deliveries = 100;
+    c.backoff.initial = Duration::from_millis(50);
+    c.backoff.max = Duration::from_secs(1);
+    c.backoff.give_up_after = Duration::from_secs(60);
+    c
+}
+
+pub fn redis_prefix(name: &str) -> String {
+    format!("{name}:")
+}
+
+/// Whether the broker answers; `false` after [`skip_or_fail`] said why.
+pub async fn broker_up(kind: Kind) -> bool {
+    match kind {
+        Kind::Amqp => {
+            let config = amqp_config(&unique_name("probe"));
+            match AmqpConnection::connect(config).await {
+                Ok(conn) => {
+                    drop(conn);
+                    true
+                }
+                Err(e) => skip_or_fail::<()>("RabbitMQ", e).is_some(),
+            }
+        }
+        Kind::Redis => match RedisClient::connect(&redis_url(), "cs-chaos-probe:").await {
+            Ok(c) => match c.ping().await {
+                Ok(()) => true,
+                Err(e) => skip_or_fail::<()>("Redis", e).is_some(),
+            },
+            Err(e) => skip_or_fail::<()>("Redis", e).is_some(),
+        },
+    }
+}
+
+/// Deletes a Redis namespace's keys when dropped (best effort, with `redis-cli`).
+#[derive(Debug)]
+pub struct RedisCleanup(pub String);
+
+impl Drop for RedisCleanup {
+    fn drop(&mut self) {
+        let script = format!(
+            "redis-cli -u {url} --scan --pattern '{p}*' | xargs -r redis-cli -u {url} del >/dev/null",
+            url = redis_url(),
+            p = self.0
+        );
+        let _ = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Deletes what a RabbitMQ namespace declared (queues, exchanges) when dropped, on a
+/// runtime of its own (Drop cannot await). Reply queues are exclusive and go by themselves.
+#[derive(Debug)]
+pub struct AmqpCleanup(pub String);
+
+impl Drop for AmqpCleanup {
+    fn drop(&mut self) {
+        let c = amqp_config(&self.0);
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let url = c.normalized_url();
+                let Ok(conn) = lapin::Connection::connect(&url, Default::default()).await else {
+                    return;
+                };
+                if let Ok(ch) = conn.create_channel().await {
+                    for q in [&c.request_queue, &c.dead_letter_queue] {
+                        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+                    }
+                    for x in [
+                        &c.dead_letter_exchange,
+                        &c.token_exchange,
+                        &c.control_exchange,
+                    ] {
+                        let _ = ch
+                            .exchange_delete(x.as_str().into(), Default::default())
+                            .await;
+                    }
+                }
+                let _ = conn.close(200, "test cleanup".into()).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Removes a namespace's queues, exchanges and keys from both brokers when dropped.
+#[derive(Debug)]
+pub struct Namespace {
+    pub name: String,
+    _amqp: AmqpCleanup,
+    _redis: RedisCleanup,
+}
+
+/// A fresh namespace for one test ([`unique_name`]), cleaned up when dropped.
+pub fn namespace(tag: &str) -> Namespace {
+    let name = unique_name(tag);
+    Namespace {
+        _amqp: AmqpCleanup(name.clone()),
+        _redis: RedisCleanup(redis_prefix(&name)),
+        name,
+    }
+}
+
+fn example_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap_or_else(|| panic!("odd path {exe:?}"));
+    let path = dir.join("examples").join("chaos_worker");
+    assert!(
+        path.exists(),
+        "{path:?} missing: run `cargo build --example chaos_worker --features amqp,redis` first"
+    );
+    path
+}
+
+/// A running `chaos_worker` process, killed when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    /// The gateway's port (gateway role).
+    pub port: Option<u16>,
+}
+
+/// Settings of one `chaos_worker` process.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub kind: Kind,
+    pub name: String,
+    pub gateway: bool,
+    pub token_delay_ms: u64,
+    pub concurrency: usize,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Spec {
+    pub fn worker(kind: Kind, name: &str) -> Self {
+        Self {
+            kind,
+            name: name.to_owned(),
+            gateway: false,
+            token_delay_ms: 10,
+            concurrency: 16,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+
+    pub fn gateway(kind: Kind, name: &str) -> Self {
+        Self {
+            gateway: true,
+            ..Self::worker(kind, name)
+        }
+    }
+
+    /// Starts the process and waits for its ready line.
+    pub async fn start(&self) -> Proc {
+        let mut cmd = Command::new(example_path());
+        cmd.env("CHAOS_BROKER", self.kind.env())
+            .env(
+                "CHAOS_ROLE",
+                if self.gateway { "gateway" } else { "worker" },
+            )
+            .env("CHAOS_NAME", &self.name)
+            .env("CHAOS_TOKEN_DELAY_MS", self.token_delay_ms.to_string())
+            .env("CHAOS_CONCURRENCY", self.concurrency.to_string())
+            .env(
+                "CHAOS_SHUTDOWN_GRACE_MS",
+                self.shutdown_grace_ms.to_string(),
+            )
+            .env("CHAOS_CLAIM_IDLE_MS", "1000")
+            .env("CHATSTREAM_REDIS_URL", redis_url())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("LOG_LEVEL", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn chaos_worker: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (tx, mut lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let ready = within("chaos_worker ready line", STEP, async {
+            while let Some(line) = lines.recv().await {
+                if line.starts_with("chaos_worker ready")
+                    || line.starts_with("chaos_gateway listening")
+                {
+                    return line;
+                }
+            }
+            panic!("chaos_worker exited before it was ready");
+        })
+        .await;
+        let port = ready
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .filter(|_| self.gateway);
+        Proc { child, lines, port }
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child
+            .id()
+            .unwrap_or_else(|| panic!("process already reaped"))
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// SIGKILL, and waits until the process is gone.
+    pub async fn kill(mut self) {
+        self.signal("-KILL");
+        let _ = within("SIGKILLed process to exit", STEP, self.child.wait()).await;
+    }
+
+    /// SIGTERM; waits for the exit and returns the process's `stopped` line.
+    pub async fn terminate(mut self, limit: Duration) -> String {
+        self.signal("-TERM");
+        let status = within("SIGTERMed process to exit", limit, self.child.wait())
+            .await
+            .unwrap_or_else(|e| panic!("wait: {e}"));
+        assert!(status.success(), "exit status {status} after SIGTERM");
+        let mut stopped = String::new();
+        while let Ok(line) = self.lines.try_recv() {
+            if line.contains("stopped") {
+                stopped = line;
+            }
+        }
+        stopped
+    }
+}
+
+/// A number from a `key=value` field of a line.
+pub fn field(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+/// What a client made of a stream, applying resets the way a UI does.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    /// The text after the last reset.
+    pub text: String,
+    pub resets: u32,
+    pub ended: bool,
+    pub fault: Option<String>,
+}
+
+/// Reads a stream to its end (at most `limit`), applying `Reset`s.
+pub async fn follow(mut stream: ClientStream, limit: Duration) -> Outcome {
+    let mut out = Outcome::default();
+    let read = async {
+        while let Some(event) = stream.next().await {
+            match event {
+                ClientEvent::Reset { .. } => {
+                    out.resets += 1;
+                    out.text.clear();
+                }
+                ClientEvent::Envelope(env) => match &env.event {
+                    StreamEvent::Token { text } => out.text.push_str(text),
+                    StreamEvent::End { .. } => out.ended = true,
+                    StreamEvent::Error { message } => out.fault = Some(message.clone()),
+                    _ => {}
+                },
+                ClientEvent::Fault(f) => out.fault = Some(f.message()),
+            }
+        }
+    };
+    if tokio::time::timeout(limit, read).await.is_err() {
+        out.fault = Some(format!("no end within {limit:?}"));
+    }
+    out
+}
+
+/// The answer the scripted backend gives to `request`.
+pub fn expected(request: &ChatRequest) -> String {
+    ScriptedBackend::default().answer(request)
+}
+
+/// Tallies of a run.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub complete: usize,
+    pub lost: usize,
+    pub garbled: usize,
+    pub resets: u32,
+    pub problems: Vec<String>,
+}
+
+impl Tally {
+    pub fn add(&mut self, request: &ChatRequest, outcome: &Outcome) {
+        self.resets += outcome.resets;
+        let want = expected(request);
+        if !outcome.ended {
+            self.lost += 1;
+            self.problems
+                .push(format!("{}: lost ({:?})", request.key, outcome.fault));
+        } else if outcome.text != want {
+            self.garbled += 1;
+            self.problems.push(format!(
+                "{}: garbled {:?} != {:?}",
+                request.key, outcome.text, want
+            ));
+        } else {
+            self.complete += 1;
+        }
+    }
+}
+
+/// One SSE client over HTTP/1.0 (close-delimited body): the events as they arrive.
+#[derive(Debug)]
+pub struct SseClient {
+    stream: TcpStream,
+    buf: String,
+    pub status: u16,
+}
+
+/// One SSE event as a client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Event {
+    pub id: Option<String>,
+    pub data: String,
+}
+
+impl SseClient {
+    /// `GET path`, with `Last-Event-ID` when given; reads the status line and headers.
+    pub async fn get(port: u16, path: &str, last_event_id: Option<&str>) -> Self {
+        let mut stream = within("connect", STEP, TcpStream::connect(("127.0.0.1", port)))
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let extra = last_event_id
+            .map(|id| format!("Last-Event-ID: {id}\r\n"))
+            .unwrap_or_default();
+        let req = format!("GET {path} HTTP/1.0\r\nHost: t\r\n{extra}\r\n");
+        within("write", STEP, stream.write_all(req.as_bytes()))
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut client = Self {
+            stream,
+            buf: String::new(),
+            status: 0,
+        };
+        let head = within("response head", STEP, client.read_until("\r\n\r\n")).await;
+        let head = head.unwrap_or_else(|| panic!("connection closed before the head"));
+        client.status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        client
+    }
+
+    async fn read_until(&mut self, sep: &str) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.find(sep) {
+                let out = self.buf[..i].to_owned();
+                self.buf.drain(..i + sep.len());
+                return Some(out);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.push_str(&String::from_utf8_lossy(&chunk[..n])),
+            }
+        }
+    }
+
+    /// The next event with data (comments skipped); `None` when the server closed.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            let block = self.read_until("\n\n").await?;
+            let mut event = Event::default();
+            let mut has_data = false;
+            for line in block.lines() {
+                if let Some(id) = line.strip_prefix("id: ") {
+                    event.id = Some(id.to_owned());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    if has_data {
+                        event.data.push('\n');
+                    }
+                    event.data.push_str(d);
+                    has_data = true;
+                }
+            }
+            if has_data {
+                return Some(event);
+            }
+        }
+    }
+}
+
+/// POSTs `{"text": …}` to the gateway's `/api/chat`; returns the JSON answer.
+pub async fn submit(port: u16, text: &str) -> serde_json::Value {
+    let body = serde_json::json!({ "text": text }).to_string();
+    let mut s = within("connect", STEP, TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let req = format!(
+        "POST /api/chat HTTP/1.0\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    within("write", STEP, s.write_all(req.as_bytes()))
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut out = Vec::new();
+    within("read", STEP, s.read_to_end(&mut out))
+        .await
+        .unwrap_or_else(|e| panic!("read: {e}"));
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(head.contains(" 202 "), "{head}: {body}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// Seed 001 data → the token text, `None` for anything else.
+pub fn token_of(data: &str) -> Option<String> {
+    match chatstream::wire::seed001::parse_data(data).ok()? {
+        chatstream::wire::seed001::Seed001Frame::Token(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// Shared, so helpers can hand it around.
+pub type Shared<T> = Arc<tokio::sync::Mutex<T>>;
