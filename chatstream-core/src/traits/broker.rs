@@ -52,6 +52,22 @@ pub trait RequestSink: Send + Sync + Debug + 'static {
     async fn submit(&self, request: &ChatRequest) -> Result<()>;
 }
 
+/// A [`RequestSink`] that takes no requests, for a gateway that only serves streams other
+/// services submit — seed 001's SSE service reads `token-streams` and never publishes to
+/// `user-messages`, so it needs no right to send there. Every submit fails with
+/// [`Error::Unsupported`](crate::Error::Unsupported).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoRequestSink;
+
+#[async_trait]
+impl RequestSink for NoRequestSink {
+    async fn submit(&self, _request: &ChatRequest) -> Result<()> {
+        Err(crate::Error::Unsupported(
+            "this gateway only serves streams; requests are submitted elsewhere",
+        ))
+    }
+}
+
 /// An opaque publish destination chosen by a [`TokenSink`] for a request (a gateway's reply
 /// queue, a topic, …). Envelopes for one destination are batched together.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]

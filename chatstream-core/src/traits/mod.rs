@@ -7,8 +7,8 @@ mod transport;
 
 pub use broker::{
     Acker, CancelChannel, Delivery, Destination, DynCancelChannel, DynMessageSource,
-    DynRequestSink, DynTokenSink, DynTokenSource, EnvelopeStream, MessageSource, RequestSink,
-    TokenSink, TokenSource,
+    DynRequestSink, DynTokenSink, DynTokenSource, EnvelopeStream, MessageSource, NoRequestSink,
+    RequestSink, TokenSink, TokenSource,
 };
 pub use llm::{DynLlmBackend, LlmBackend, LlmEvent, LlmLayer, LlmStream, ToolCall};
 pub use store::{
@@ -18,6 +18,8 @@ pub use transport::{ClientEvent, ClientTransport, DynClientTransport, Fault, Fra
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     // Object safety, proven at compile time.
@@ -33,5 +35,45 @@ mod tests {
         _: Box<dyn Acker>,
         _: Box<dyn FrameEncoder>,
     ) {
+    }
+
+    #[tokio::test]
+    async fn a_read_only_gateway_refuses_submits_and_still_serves_streams() {
+        use crate::{ChatRequest, Error, Gateway, InMemoryBroker, StreamEvent, StreamKey};
+        use futures::StreamExt;
+
+        let broker = InMemoryBroker::new();
+        let gateway = Gateway::builder(Arc::new(NoRequestSink), Arc::new(broker.clone())).build();
+        let key = StreamKey::new("s", "m");
+        let err = gateway
+            .submit(ChatRequest::new(key.clone(), "hi"))
+            .await
+            .expect_err("a read-only gateway takes no requests");
+        assert!(matches!(err, Error::Unsupported(_)), "{err}");
+
+        // Streams published by workers elsewhere still reach its clients.
+        let mut events = gateway.subscribe(&key, None).await.expect("subscribe");
+        let sink: &dyn TokenSink = &broker;
+        let env = |seq, event| crate::TokenEnvelope::new(key.clone(), 1, seq, event);
+        let end = StreamEvent::End {
+            finish_reason: crate::FinishReason::Stop,
+            usage: None,
+        };
+        sink.publish(
+            &Destination::default(),
+            &[env(1, StreamEvent::token("hello")), env(2, end)],
+        )
+        .await
+        .expect("publish");
+        let mut got = Vec::new();
+        while let Some(event) = events.next().await {
+            match event {
+                ClientEvent::Envelope(e) => got.push(e.event.clone()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], StreamEvent::token("hello"));
+        assert!(got[1].is_end(), "{got:?}");
     }
 }

@@ -1,0 +1,147 @@
+//! Run with: cargo run --example servicebus_sse --features servicebus
+//!
+//! Seed 001 (the SSE service) on Azure Service Bus: streams the tokens that workers
+//! (seed 000's, or `servicebus_worker`) publish to the topic `token-streams` to browsers as
+//! Server-Sent Events. For each chat session a client asks for, it opens a session receiver
+//! on the session-enabled subscription `sse-service`, so Service Bus routes that session's
+//! tokens to this instance only, and it forwards the tokens of the asked-for message id.
+//!
+//! Environment (a `.env` file in the working directory is read too):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `SERVICEBUS_FULLY_QUALIFIED_NAMESPACE` | — | `<name>.servicebus.windows.net`, signed in passwordless (`DefaultAzureCredential`) |
+//! | `SERVICEBUS_CONNECTION_STRING` | unset | a connection string instead (wins over the namespace) |
+//! | `SERVICEBUS_TOKEN_STREAMS_TOPIC` | `token-streams` | topic of the tokens |
+//! | `SERVICEBUS_TOKEN_STREAMS_SUBSCRIPTION` | `sse-service` | this service's subscription; it must require sessions |
+//! | `CORS_ORIGINS` | unset | comma-separated origins allowed to call the API (`*`: any) |
+//! | `LOG_LEVEL` | `INFO` | `DEBUG`, `INFO`, `WARNING`, `ERROR`, or a `tracing` filter |
+//! | `HOST` | `0.0.0.0` | address to listen on (the seed runs uvicorn with `--host 0.0.0.0`) |
+//! | `PORT` | `8001` | port to listen on (`0`: any free port, printed at start) |
+//!
+//! Endpoints, as seed 001 documents them:
+//!
+//! - `GET /api/stream/{sessionId}/{chatMessageId}`: Server-Sent Events, one
+//!   `data: {"token": "…"}` per token message, `data: {"error": "…"}` on failure and
+//!   `data: __END__` at the end. Each frame also has an `id:`; a client that reconnects with
+//!   `Last-Event-ID` gets the rest from this instance while the session's receiver is open,
+//!   and otherwise a `data: {"error": …}` saying the history is lost (Service Bus keeps no
+//!   history once a message is completed).
+//! - `GET /health`: `{"status":"healthy","service":"sse-service"}`.
+//!
+//! It only reads: it never sends to `user-messages`, so its identity needs only the
+//! *Azure Service Bus Data Receiver* role. Token messages that are not seed 000's JSON are
+//! logged and skipped. A client that goes away releases the session (when it was the
+//! session's last client), so another instance can take it.
+//!
+//! SIGTERM or Ctrl-C stop it: open streams end with an error frame and `__END__`.
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use chatstream::axum::{cors_layer, method_not_allowed, not_found, seed001, ChatstreamState};
+use chatstream::servicebus::{ServiceBusConfig, ServiceBusConnection};
+use chatstream::worker::shutdown_signal;
+use chatstream::{Gateway, GatewayConfig, NoRequestSink};
+use tower_http::trace::TraceLayer;
+use tracing_subscriber::EnvFilter;
+
+/// Longest one client stays connected to one answer.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let _ = dotenvy::dotenv();
+    init_logging();
+
+    let config = ServiceBusConfig::from_env()?;
+    let subscription = format!(
+        "{}/{}",
+        config.token_streams_topic, config.token_streams_subscription
+    );
+    let conn = ServiceBusConnection::connect(config).await?;
+    let gateway = Gateway::builder(Arc::new(NoRequestSink), Arc::new(conn.token_source()))
+        .config(GatewayConfig {
+            stream_timeout: Some(STREAM_TIMEOUT),
+            ..GatewayConfig::default()
+        })
+        .build();
+
+    let mut app = seed001::router(ChatstreamState::new(gateway.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    if let Some(origins) = env("CORS_ORIGINS") {
+        app = app.layer(cors_layer(&origins));
+    }
+    let app = app.layer(TraceLayer::new_for_http());
+
+    let host = env("HOST").unwrap_or_else(|| "0.0.0.0".to_owned());
+    let port: u16 = match env("PORT") {
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("PORT must be a port number, got {p:?}"))?,
+        None => 8001,
+    };
+    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot listen on {host}:{port}: {e} (set PORT)"))?;
+    let url = local_url(listener.local_addr()?);
+    // Each SSE frame is a small write: without TCP_NODELAY, Nagle's algorithm holds it back
+    // until the client acknowledges the previous one.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
+    println!("servicebus_sse: SSE service on {url} reading subscription {subscription}");
+    println!("  curl -N {url}/api/stream/<sessionId>/<chatMessageId>");
+
+    let shutdown = {
+        let gateway = gateway.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            // Open streams end with an error frame and __END__, so the server can stop.
+            gateway.shutdown();
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// A non-empty environment variable.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The URL to print for a listening address (`0.0.0.0` → `localhost`).
+fn local_url(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+fn init_logging() {
+    let level = env("LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
+    // The seed uses Python's level names.
+    let directive = match level.to_ascii_lowercase().as_str() {
+        "warning" => "warn".to_owned(),
+        "critical" | "fatal" => "error".to_owned(),
+        other => other.to_owned(),
+    };
+    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| {
+        eprintln!("LOG_LEVEL {level:?} is not a level or filter; using info");
+        EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
