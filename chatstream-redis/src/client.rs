@@ -76,9 +76,10 @@ impl RedisConfig {
 /// connection.
 ///
 /// Commands go through one auto-reconnecting multiplexed connection
-/// ([`ConnectionManager`]); blocking reads (`XREAD BLOCK`, `XREADGROUP BLOCK`) each use a
-/// dedicated connection, so they never stall the shared one. Dedicated connections of
-/// finished subscriptions are kept for reuse.
+/// ([`ConnectionManager`]); blocking reads (`XREAD BLOCK`, `XREADGROUP BLOCK`) use dedicated
+/// connections, so they never stall the shared one: one per token-source reader task (which
+/// follows many streams, see [`bus`](crate::bus)) and one per request-queue consumer.
+/// Dedicated connections of finished readers are kept for reuse.
 #[derive(Clone)]
 pub struct RedisClient {
     inner: Arc<Inner>,

@@ -11,6 +11,7 @@
 //! | `P{tok:SESSION:MESSAGE}:mark` | hash | `started`; `ended` and `end` (entry id and JSON of the `End`); `trimmed` (highest entry id trimmed away); outlives the stream |
 //! | `P{queue:NAME}` | stream | requests (`body`, and `deliveries` on redelivered copies), consumer group |
 //! | `P{queue:NAME}:dead` | stream | dead letters: `body`, `reason`, `deliveries`, `id` |
+//! | `Preader:ID:wake` | stream | one entry at most: added to wake a token source's reader `ID` (random) from its `XREAD BLOCK`; expires a minute after its last use |
 //! | `Pcancel` | pub/sub channel | cancels, `{"sessionId": …, "messageId": …}` |
 //!
 //! `P` is the prefix (`REDIS_PREFIX`, default `cosmo:`). Parts that come from users (ids,
@@ -77,6 +78,11 @@ impl Keys {
         let mut k = self.token_stream(key);
         k.push_str(":mark");
         k
+    }
+
+    /// The wake stream of a token source's reader (`id` is random, made by the source).
+    pub fn reader_wake(&self, id: &str) -> String {
+        format!("{}reader:{}:wake", self.prefix, escape(id))
     }
 
     /// The request stream of a queue.

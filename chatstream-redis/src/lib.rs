@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | [`RedisConversationStore`] | [`ConversationStore`](chatstream_core::ConversationStore) | hashes, lists, sorted sets; sliding `EXPIRE`; Lua for atomic appends; `SCAN` for stats and cleanup |
 //! | [`RedisTokenSink`] | [`TokenSink`](chatstream_core::TokenSink) | one stream per [`StreamKey`](chatstream_core::StreamKey), explicit entry ids from `seq`, pipelined script calls (one round trip per batch) |
-//! | [`RedisTokenSource`] | [`TokenSource`](chatstream_core::TokenSource) | `XREAD` from any `seq`, then `XREAD BLOCK` until `End`; `HistoryLost` once trimmed or expired |
+//! | [`RedisTokenSource`] | [`TokenSource`](chatstream_core::TokenSource) | `XREAD` from any `seq`, then `XREAD BLOCK` until `End`, many streams per read and connection; `HistoryLost` once trimmed or expired |
 //! | [`RedisRequestSink`] | [`RequestSink`](chatstream_core::RequestSink) | `XADD` to the request stream; dead letters readable |
 //! | [`RedisRequestSource`] | [`MessageSource`](chatstream_core::MessageSource) | consumer group, `XREADGROUP BLOCK`, `XACK`, `XAUTOCLAIM` of crashed consumers' entries, dead-letter stream |
 //! | [`RedisCancelChannel`] | [`CancelChannel`](chatstream_core::CancelChannel) | pub/sub |

@@ -368,3 +368,185 @@ async fn a_subscription_survives_a_dropped_connection() {
     seen.extend(rest);
     assert_eq!(seen, all);
 }
+
+/// This client's blocking reader connections in `CLIENT LIST`, and how many of them are
+/// blocked in a command right now.
+async fn reader_connections(client: &RedisClient) -> (usize, usize) {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut client.connection())
+        .await
+        .expect("CLIENT command");
+    let needle = format!("name={} ", client.reader_name());
+    let readers: Vec<&str> = list.lines().filter(|l| l.contains(&needle)).collect();
+    let blocked = readers
+        .iter()
+        .filter(|l| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix("flags="))
+                .is_some_and(|f| f.contains('b'))
+        })
+        .count();
+    (readers.len(), blocked)
+}
+
+/// Waits (up to [`WAIT`]) until `check` holds.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn hundreds_of_subscriptions_share_a_few_connections_and_each_gets_its_own_envelopes() {
+    let Some((client, sink, source, _g)) = setup("many", config()).await else {
+        return;
+    };
+    const STREAMS: usize = 300;
+    let answers: Vec<Vec<TokenEnvelope>> = (0..STREAMS)
+        .map(|i| answer(&key(&format!("m{i}")), 1, 1 + (i as u64 % 7)))
+        .collect();
+    // Half the streams have begun before their subscriber comes, half begin after.
+    for a in answers.iter().step_by(2) {
+        sink.publish(&Destination::default(), &a[..1])
+            .await
+            .unwrap();
+    }
+    let mut readers = Vec::new();
+    for a in &answers {
+        let stream = source.subscribe(&a[0].key, None).await.expect("subscribe");
+        readers.push(tokio::spawn(async move {
+            tokio::time::timeout(
+                WAIT,
+                stream.map(|r| r.expect("envelope")).collect::<Vec<_>>(),
+            )
+            .await
+            .expect("stream did not end")
+        }));
+    }
+    assert_eq!(source.followed_streams(), STREAMS);
+    let per_reader = BusConfig::default().streams_per_reader;
+    let expected_readers = STREAMS.div_ceil(per_reader);
+    assert_eq!(source.readers(), expected_readers);
+    let (connections, _) = reader_connections(&client).await;
+    assert!(
+        connections <= expected_readers,
+        "{STREAMS} subscriptions hold {connections} Redis connections"
+    );
+    for (i, a) in answers.iter().enumerate() {
+        let from = if i % 2 == 0 { 1 } else { 0 };
+        sink.publish(&Destination::default(), &a[from..])
+            .await
+            .unwrap();
+    }
+    for (reader, a) in readers.into_iter().zip(&answers) {
+        assert_eq!(&reader.await.unwrap(), a, "stream {}", a[0].key);
+    }
+    eventually("readers end with their last stream", || async {
+        source.readers() == 0
+    })
+    .await;
+    assert_eq!(source.followed_streams(), 0);
+}
+
+#[tokio::test]
+async fn a_subscription_added_while_the_reader_blocks_is_served_without_waiting_for_its_timeout() {
+    // A block far longer than the test's patience: only a wake-up can serve the newcomer.
+    let cfg = BusConfig {
+        block: Duration::from_secs(30),
+        ..BusConfig::default()
+    };
+    let Some((client, sink, source, _g)) = setup("wake", cfg).await else {
+        return;
+    };
+    let waiting = answer(&key("waiting"), 1, 2);
+    let newcomer = answer(&key("newcomer"), 1, 3);
+    let mut first = source.subscribe(&waiting[0].key, None).await.unwrap();
+    eventually("the reader blocks in XREAD", || async {
+        reader_connections(&client).await.1 == 1
+    })
+    .await;
+    sink.publish(&Destination::default(), &newcomer)
+        .await
+        .unwrap();
+    assert_eq!(read_all(&source, &newcomer[0].key, None).await, newcomer);
+    assert_eq!(source.readers(), 1, "one reader follows both");
+    // The stream that was waiting is still followed.
+    sink.publish(&Destination::default(), &waiting)
+        .await
+        .unwrap();
+    for env in &waiting {
+        let got = tokio::time::timeout(WAIT, first.next())
+            .await
+            .expect("the first subscription hung");
+        assert_eq!(got.expect("item").expect("envelope"), *env);
+    }
+}
+
+#[tokio::test]
+async fn dropped_subscribers_are_forgotten_at_once() {
+    let cfg = BusConfig {
+        block: Duration::from_secs(30),
+        ..BusConfig::default()
+    };
+    let Some((client, _sink, source, _g)) = setup("drop", cfg).await else {
+        return;
+    };
+    let mut streams = Vec::new();
+    for i in 0..10 {
+        streams.push(
+            source
+                .subscribe(&key(&format!("d{i}")), None)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(source.followed_streams(), 10);
+    eventually("the reader blocks in XREAD", || async {
+        reader_connections(&client).await.1 == 1
+    })
+    .await;
+    // Clients go away mid-wait; the reader is blocked for 30 s but forgets them now.
+    streams.truncate(4);
+    eventually("the reader follows the 4 left", || async {
+        source.followed_streams() == 4
+    })
+    .await;
+    drop(streams);
+    eventually("the reader ends", || async { source.readers() == 0 }).await;
+    assert_eq!(source.followed_streams(), 0);
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_does_not_hold_up_the_other_streams_of_its_reader() {
+    let cfg = BusConfig {
+        read_count: 4,
+        ..config()
+    };
+    let Some((_c, sink, source, _g)) = setup("slow", cfg).await else {
+        return;
+    };
+    let slow = answer(&key("slow"), 1, 60);
+    let fast = answer(&key("fast"), 1, 60);
+    let mut slow_stream = source.subscribe(&slow[0].key, None).await.unwrap();
+    sink.publish(&Destination::default(), &slow).await.unwrap();
+    // The slow subscriber reads nothing for now; the other stream flows to its End.
+    sink.publish(&Destination::default(), &fast).await.unwrap();
+    assert_eq!(read_all(&source, &fast[0].key, None).await, fast);
+    assert_eq!(source.readers(), 1, "both streams on one reader");
+    // Once it reads, it gets everything, in order, nothing skipped.
+    let mut got = Vec::new();
+    while let Some(item) = tokio::time::timeout(WAIT, slow_stream.next())
+        .await
+        .expect("the slow subscription hung")
+    {
+        got.push(item.expect("envelope"));
+    }
+    assert_eq!(got, slow);
+}

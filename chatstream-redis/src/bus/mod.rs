@@ -25,10 +25,35 @@
 //! it yields the `End` again (even once the stream expired), so the subscriber learns the
 //! stream is over. A subscription to a stream that never existed (and asks for no
 //! position) waits for it: gateways subscribe before they submit.
+//!
+//! # Reading
+//!
+//! A [`RedisTokenSource`] does not hold a connection per subscription: a few reader tasks
+//! (shared by the source's clones), each with one dedicated connection, follow up to
+//! [`BusConfig::streams_per_reader`] streams each with a single
+//! `XREAD COUNT n BLOCK ms STREAMS k1 k2 … id1 id2 …` and hand every stream's entries to its
+//! subscriber. 10,000 open streams thus take 40 connections with the default of 256.
+//!
+//! - A new subscription does not wait for a reader's `BLOCK` to time out: the reader also
+//!   reads a one-entry *wake stream* of its own after the last wake entry it saw, and an
+//!   entry added there makes its `XREAD` return at once. A wake-up sent just before the read
+//!   reaches Redis is therefore never lost (a `CLIENT UNBLOCK` would be).
+//! - A dropped subscription wakes its reader, which forgets the stream at once.
+//! - A subscriber that does not keep up is buffered up to [`BusConfig::read_count`]
+//!   envelopes (one more read may add another `read_count`); then its reader stops reading
+//!   that stream, keeping its position, until the subscriber has taken half. The reader's
+//!   other streams are not held up, and the subscriber misses nothing.
+//! - Connection trouble is retried for about three seconds (the positions make retries
+//!   exact), then every subscription of that reader ends with the error. A command error
+//!   caused by one key that is not a stream ends only the subscriptions of that key.
+//! - The keys of one read are in different hash slots: this needs a single Redis server (or
+//!   a proxy that splits multi-key reads), as [`RedisClient`](crate::RedisClient) does.
 
+mod mux;
 mod scripts;
 mod sink;
 mod source;
+mod subscription;
 
 use std::time::Duration;
 
@@ -48,10 +73,17 @@ pub struct BusConfig {
     /// How much longer than its stream the marker lives, so that resumes of an expired
     /// stream fail with `HistoryLost` instead of waiting.
     pub tombstone: Duration,
-    /// Longest single `XREAD BLOCK`; subscriptions loop, checking for expiry in between.
+    /// Longest single `XREAD BLOCK`; readers loop, and a stream that got nothing for this
+    /// long is checked for expiry.
     pub block: Duration,
-    /// Entries read per `XREAD`.
+    /// Entries read per stream per `XREAD`, and the envelopes a subscription buffers before
+    /// its reader stops reading it until the subscriber catches up.
     pub read_count: usize,
+    /// Streams one reader (one dedicated connection, one `XREAD` over all of them) follows
+    /// at most; a source starts another reader when all are full. Fewer means more
+    /// connections; more means longer `XREAD` commands, which Redis scans key by key each
+    /// time any of the streams has news.
+    pub streams_per_reader: usize,
 }
 
 impl Default for BusConfig {
@@ -63,6 +95,7 @@ impl Default for BusConfig {
             tombstone: Duration::from_secs(24 * 3600),
             block: Duration::from_secs(5),
             read_count: 512,
+            streams_per_reader: 256,
         }
     }
 }
