@@ -19,6 +19,8 @@
 //! | `HOST` | `0.0.0.0` | address to listen on (the seed runs uvicorn with `--host 0.0.0.0`) |
 //! | `PORT` | `8001` | port to listen on (`0`: any free port, printed at start) |
 //!
+//! (Shared access keys and `SERVICEBUS_TRY_TIMEOUT`: see the chatstream-servicebus README.)
+//!
 //! Endpoints, as seed 001 documents them:
 //!
 //! - `GET /api/stream/{sessionId}/{chatMessageId}`: Server-Sent Events, one

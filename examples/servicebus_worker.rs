@@ -20,8 +20,9 @@
 //! | `WORKER_CONCURRENCY` | `16` | requests this process answers at once |
 //!
 //! (`SERVICEBUS_ENDPOINT` with `SERVICEBUS_SHARED_ACCESS_KEY_NAME` and
-//! `SERVICEBUS_SHARED_ACCESS_KEY` connect with a shared access key; see the
-//! chatstream-servicebus README.)
+//! `SERVICEBUS_SHARED_ACCESS_KEY` connect with a shared access key, and
+//! `SERVICEBUS_TRY_TIMEOUT` sets the per-attempt timeout; see the chatstream-servicebus
+//! README.)
 //!
 //! Messages, as seed 000 documents them. A request's body is
 //! `{"text": "…", "sessionId": "…", "messageId": "…"}`; each token goes out as

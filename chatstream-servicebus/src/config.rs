@@ -92,7 +92,8 @@ pub struct ServiceBusConfig {
     pub receive_wait: Duration,
     /// How long a subscriber keeps trying to lock a session that another receiver holds.
     pub session_wait: Duration,
-    /// Per-attempt timeout of azservicebus operations.
+    /// Per-attempt timeout of azservicebus operations (`SERVICEBUS_TRY_TIMEOUT`, 60 s): a
+    /// send whose acknowledgement does not come within it is sent again.
     pub try_timeout: Duration,
     /// How often held message and session locks are renewed (keep it under the entity's
     /// lock duration, 1 minute by default in Azure).
@@ -121,7 +122,8 @@ impl ServiceBusConfig {
     /// Reads the environment: `SERVICEBUS_CONNECTION_STRING`, else `SERVICEBUS_ENDPOINT` with
     /// `SERVICEBUS_SHARED_ACCESS_KEY_NAME`/`SERVICEBUS_SHARED_ACCESS_KEY` (plain AMQP when
     /// `SERVICEBUS_UNSECURED=1`, feature `fake` only), else
-    /// `SERVICEBUS_FULLY_QUALIFIED_NAMESPACE` (passwordless); and the four entity names.
+    /// `SERVICEBUS_FULLY_QUALIFIED_NAMESPACE` (passwordless); the four entity names; and
+    /// `SERVICEBUS_TRY_TIMEOUT`, the per-attempt timeout in seconds.
     /// Fails with [`Error::Invalid`] when no way to connect is configured.
     pub fn from_env() -> Result<Self> {
         Self::from_vars(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
@@ -180,6 +182,21 @@ impl ServiceBusConfig {
             &mut config.token_streams_subscription,
             "SERVICEBUS_TOKEN_STREAMS_SUBSCRIPTION",
         );
+        if let Some(secs) = var("SERVICEBUS_TRY_TIMEOUT") {
+            let invalid = || {
+                Error::invalid(
+                    "Service Bus configuration",
+                    format!(
+                        "SERVICEBUS_TRY_TIMEOUT must be a positive number of seconds, got {secs:?}"
+                    ),
+                )
+            };
+            let secs: f64 = secs.trim().parse().map_err(|_| invalid())?;
+            config.try_timeout = Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(invalid)?;
+        }
         Ok(config)
     }
 }
@@ -272,6 +289,19 @@ mod tests {
         assert!(
             matches!(c.credential, ServiceBusCredential::Unsecured { ref endpoint, .. } if endpoint == "127.0.0.1:5671")
         );
+    }
+
+    #[test]
+    fn try_timeout_is_read_in_seconds_and_checked() {
+        let ns = ("SERVICEBUS_FULLY_QUALIFIED_NAMESPACE", "ns");
+        let c = ServiceBusConfig::from_vars(vars(&[ns, ("SERVICEBUS_TRY_TIMEOUT", "2.5")]))
+            .expect("config");
+        assert_eq!(c.try_timeout, Duration::from_millis(2500));
+        for bad in ["0", "-1", "soon"] {
+            let e = ServiceBusConfig::from_vars(vars(&[ns, ("SERVICEBUS_TRY_TIMEOUT", bad)]))
+                .expect_err(bad);
+            assert!(e.to_string().contains("SERVICEBUS_TRY_TIMEOUT"), "{e}");
+        }
     }
 
     #[test]
