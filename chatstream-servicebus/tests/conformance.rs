@@ -73,23 +73,10 @@ impl Harness for FakeHarness {
     }
 }
 
-// Every check but the 100-stream one runs in CI. That one passed in about 12 of 13 runs of
-// the whole suite and hung once under CPU load; the suspected cause is a settlement race in
-// the fe2o3 AMQP client (a settle that arrives before the send is recorded is lost), not the
-// adapter. It stays runnable: `cargo test -p chatstream-servicebus --test conformance -- --ignored`.
-chatstream_core::conformance_tests!(@each harness();
-    ordering_and_end,
-    replay_after_seq,
-    ack_only_after_end,
-    redelivery_after_dropped_consumer,
-    malformed_input_dead_lettered,
-    cancel_reaches_worker,
-);
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "intermittent hang from a client-side settlement race under load; see above"]
-async fn concurrent_streams_do_not_mix() {
-    if let Some(h) = harness().await {
-        chatstream_core::testkit::concurrent_streams_do_not_mix(&h).await;
-    }
-}
+// Every check, the 100-stream one included. That one hung about once in 13 runs in an earlier
+// version under CPU load: fe2o3 0.14 records a send as unsettled only after handing it to its
+// session, so an acknowledgement that comes back sooner is lost and the send waits for its
+// per-try timeout before it is retried. The fake now settles 10 ms after a transfer and its
+// configuration retries after 5 s (well inside the suite's 30 s waits); 29 runs of the whole
+// suite with three CPU hogs beside it passed.
+chatstream_core::conformance_tests!(harness());

@@ -175,7 +175,9 @@ impl FakeServiceBus {
                 key: "fake".into(),
             },
             receive_wait: std::time::Duration::from_millis(200),
-            try_timeout: std::time::Duration::from_secs(10),
+            // A send whose acknowledgement fe2o3 lost (see `SETTLE_DELAY`) is retried after
+            // this; the retry's duplicate is harmless (envelopes are deduplicated by seq).
+            try_timeout: std::time::Duration::from_secs(5),
             ..ServiceBusConfig::default()
         }
     }
