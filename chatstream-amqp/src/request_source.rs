@@ -345,6 +345,11 @@ impl Acker for AmqpAcker {
         }
         settled("basic.ack", acker.ack(BasicAckOptions::default()).await)
     }
+
+    /// The delivery's channel closed (or failed): RabbitMQ requeued it and redelivers it.
+    fn is_lost(&self) -> bool {
+        self.acker.as_ref().is_some_and(lapin::Acker::poisoned)
+    }
 }
 
 impl Drop for AmqpAcker {

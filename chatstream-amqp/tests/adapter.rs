@@ -340,6 +340,68 @@ async fn a_request_is_redelivered_when_its_workers_connection_is_closed_mid_stre
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_lives_on_stops_the_generation_the_broker_took_back() {
+    let Some(h) = AmqpHarness::new(test_config(TokenTopology::ReplyTo)).await else {
+        return;
+    };
+    // 6 tokens, the first 3 free, the rest when the test releases them.
+    let backend = GatedBackend::new(6, 3);
+    let (worker_conn, worker) = worker_on_own_connection(&h.config, backend.clone()).await;
+    let gateway = Gateway::builder(
+        h.sink().await,
+        Arc::new(AmqpTokenSource::new(&h.conn).await.expect("source")),
+    )
+    .build();
+    let mut stream = gateway
+        .submit(ChatRequest::new(key("lost"), "hi"))
+        .await
+        .expect("submit");
+    let mut events = Vec::new();
+    while !events.iter().any(|e| matches!(e, ClientEvent::Envelope(env) if matches!(env.event, StreamEvent::Token { .. }))) {
+        events.push(within("first tokens", stream.next()).await.expect("stream ended early"));
+    }
+    if !close_connection_server_side(worker_conn.name()) {
+        eprintln!("skipping: rabbitmqctl could not close the connection");
+        return;
+    }
+    // The same worker reconnects and gets the redelivery (attempt 2), while its first
+    // generation waits at the gate: that one must stop by itself, not hold its slot and go
+    // on publishing attempt 1 once the gate opens.
+    eventually("the first generation stopping", WAIT, || {
+        let lost = worker.stats().lost;
+        async move { lost == 1 }
+    })
+    .await;
+    backend.release(3);
+    while let Some(ev) = within("the redelivered answer", stream.next()).await {
+        events.push(ev);
+    }
+    let mut text = String::new();
+    for e in &events {
+        match e {
+            ClientEvent::Reset { .. } => text.clear(),
+            ClientEvent::Envelope(env) => {
+                if let StreamEvent::Token { text: t } = &env.event {
+                    text.push_str(t);
+                }
+            }
+            ClientEvent::Fault(f) => panic!("fault: {f:?}"),
+        }
+    }
+    assert_eq!(
+        text,
+        backend.answer(),
+        "the whole answer of the new attempt"
+    );
+    let stats = worker.shutdown().await;
+    assert_eq!(
+        (stats.received, stats.completed, stats.lost),
+        (2, 1, 1),
+        "one delivery lost with the connection, its redelivery answered once: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_for_one_gateway_is_one_broker_message() {
     let config = test_config(TokenTopology::ReplyTo);
     let Some(conn) = connect_or_skip(&config).await else {

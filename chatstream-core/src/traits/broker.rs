@@ -24,6 +24,15 @@ pub trait Acker: Send + Sync + Debug {
     async fn nack(self: Box<Self>, requeue: bool) -> Result<()>;
     /// Move it to the dead-letter destination with a reason.
     async fn dead_letter(self: Box<Self>, reason: &str) -> Result<()>;
+
+    /// True once the broker has taken the delivery back from this worker — its channel or
+    /// connection closed, so the broker redelivers it (to this worker after a reconnect, or
+    /// to another). The worker then stops generating it: the answer would go out twice,
+    /// and it could not be acked anyway. Checked at every publish and about once a second
+    /// while a generation is quiet, so it must be cheap. Default: never.
+    fn is_lost(&self) -> bool {
+        false
+    }
 }
 
 /// One request taken from a [`MessageSource`].

@@ -88,6 +88,10 @@ pub struct WorkerStats {
     pub cancelled: u64,
     /// Requests given back to the broker (shutdown, publish failure).
     pub requeued: u64,
+    /// Requests the broker took back while they were being answered (the worker's
+    /// connection dropped; see [`Acker::is_lost`](crate::Acker::is_lost)): generation
+    /// stopped, the broker redelivers them.
+    pub lost: u64,
     /// Publishes made (broker messages for batching sinks).
     pub publishes: u64,
     /// Envelopes published.
@@ -102,6 +106,7 @@ pub(crate) struct Counters {
     dead_lettered: AtomicU64,
     cancelled: AtomicU64,
     requeued: AtomicU64,
+    lost: AtomicU64,
     batch: Arc<BatchCounters>,
 }
 
@@ -115,6 +120,7 @@ impl Counters {
             dead_lettered: l(&self.dead_lettered),
             cancelled: l(&self.cancelled),
             requeued: l(&self.requeued),
+            lost: l(&self.lost),
             publishes: l(&self.batch.publishes),
             envelopes: l(&self.batch.envelopes),
         }

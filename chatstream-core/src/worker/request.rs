@@ -2,6 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -32,9 +33,13 @@ pub(crate) struct Ctx {
     pub(crate) abort: watch::Receiver<bool>,
 }
 
+/// How often a quiet generation checks whether the broker took its request back.
+const LOST_CHECK: Duration = Duration::from_secs(1);
+
 /// Numbers and publishes the envelopes of one stream.
 struct Emitter<'a> {
     ctx: &'a Ctx,
+    acker: &'a dyn Acker,
     key: StreamKey,
     attempt: u32,
     seq: u64,
@@ -44,6 +49,12 @@ struct Emitter<'a> {
 
 impl Emitter<'_> {
     async fn emit(&mut self, event: StreamEvent) -> Result<()> {
+        if self.acker.is_lost() {
+            return Err(Error::unavailable(
+                "broker",
+                "the request was taken back with the worker's connection",
+            ));
+        }
         let env = TokenEnvelope::new(self.key.clone(), self.attempt, self.seq, event);
         self.seq += 1;
         self.ctx
@@ -92,6 +103,7 @@ async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Ac
     let key = request.key.clone();
     let mut out = Emitter {
         ctx,
+        acker: &*acker,
         key: key.clone(),
         attempt: attempt.max(1),
         seq: TokenEnvelope::seq_base(attempt.max(1)),
@@ -113,6 +125,14 @@ async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Ac
         Err(e) => (None, Outcome::Failed(e)),
     };
     drop(guard);
+    // The broker took the request back (the connection it came on dropped) and redelivers
+    // it: a second answer, or an End after the redelivered one started, would only confuse
+    // clients, and the request can no longer be acked or requeued from here.
+    if acker.is_lost() {
+        tracing::info!("the broker took the request back with the connection; stopped");
+        ctx.counters.lost.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
 
     let (end, result): (StreamEvent, Option<Error>) = match outcome {
         Outcome::GiveBack(e) => {
@@ -263,6 +283,16 @@ async fn generate(
     }
     let deadline = Instant::now() + ctx.config.generation_timeout;
     let mut abort = ctx.abort.clone();
+    let acker = out.acker;
+    let lost = async move {
+        loop {
+            tokio::time::sleep(LOST_CHECK).await;
+            if acker.is_lost() {
+                return;
+            }
+        }
+    };
+    tokio::pin!(lost);
     let mut events = tokio::select! {
         r = ctx.backend.stream(request, conversation) => match r {
             Ok(s) => s,
@@ -270,6 +300,7 @@ async fn generate(
         },
         _ = cancel.notified() => return Outcome::Cancelled,
         _ = abort.wait_for(|a| *a) => return Outcome::GiveBack(Error::Cancelled),
+        _ = &mut lost => return Outcome::GiveBack(Error::Cancelled),
         _ = tokio::time::sleep_until(deadline) => return Outcome::Failed(Error::Timeout("generation")),
     };
     let mut coalescer = Coalescer::new(ctx.config.coalesce);
@@ -299,6 +330,7 @@ async fn generate(
             _ = &mut flush, if flush_at.is_some() => { armed = None; Step::Flush },
             ev = events.next() => Step::Event(ev),
             _ = &mut timeout => Step::Timeout,
+            _ = &mut lost => Step::Abort,
         };
         let text = match step {
             Step::Cancel => {
