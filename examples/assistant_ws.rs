@@ -46,6 +46,8 @@
 //! | `REDIS_THREAD_EXPIRY` | `7776000` (90 days) | seconds a thread lives after its last use |
 //! | `LOG_LEVEL` | `info` | `debug`, `info`, `warning`, `error`, or a `tracing` filter |
 
+mod support;
+
 use std::error::Error;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -71,7 +73,7 @@ use chatstream::{
 };
 use clap::Parser;
 use futures::StreamExt;
-use tracing_subscriber::EnvFilter;
+use support::{env, init_logging};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -116,7 +118,7 @@ struct Cli {
 async fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    init_logging();
+    init_logging("info");
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -346,9 +348,7 @@ async fn serve(config: &RedisConfig, gateway_only: bool) -> Res<()> {
         .method_not_allowed_fallback(method_not_allowed);
 
     let (host, port) = listen_address()?;
-    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
-        .await
-        .map_err(|e| format!("cannot listen on {host}:{port}: {e} (set WEBSOCKET_URL)"))?;
+    let listener = support::bind(&host, port, "set WEBSOCKET_URL").await?;
     let addr = listener.local_addr()?;
     let mode = if gateway_only {
         "gateway only"
@@ -369,17 +369,7 @@ async fn serve(config: &RedisConfig, gateway_only: bool) -> Res<()> {
         config.prefix
     );
 
-    let shutdown = {
-        let gateway = gateway.clone();
-        async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            gateway.shutdown();
-        }
-    };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    chatstream::axum::serve(listener, app, gateway, shutdown_signal()).await?;
     if let Some(worker) = worker {
         let stats = worker.shutdown().await;
         tracing::info!(completed = stats.completed, "worker stopped");
@@ -445,26 +435,4 @@ fn backend() -> Res<Arc<DynLlmBackend>> {
         .layer(SystemPromptLayer::new(prompt))
         .layer(ToolLoopLayer::new(tools))
         .shared())
-}
-
-/// A non-empty environment variable.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn init_logging() {
-    let level = env("LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
-    let directive = match level.to_ascii_lowercase().as_str() {
-        "warning" => "warn".to_owned(),
-        "critical" | "fatal" => "error".to_owned(),
-        other => other.to_owned(),
-    };
-    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| {
-        eprintln!("LOG_LEVEL {level:?} is not a level or filter; using info");
-        EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -27,6 +27,8 @@
 //! | `HOST`, `PORT` | `127.0.0.1`, `0` | where the gateway listens |
 //! | `LOG_LEVEL` | `warn` | a `tracing` filter |
 
+mod support;
+
 use std::error::Error;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +47,7 @@ use chatstream::{
     DynCancelChannel, DynMessageSource, DynRequestSink, DynTokenSink, DynTokenSource, Gateway,
     ScriptedBackend, Worker, WorkerConfig,
 };
-use tracing_subscriber::EnvFilter;
+use support::{env, init_logging};
 
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
@@ -60,11 +62,7 @@ struct Broker {
 
 #[tokio::main]
 async fn main() -> BoxResult<()> {
-    let filter = env("LOG_LEVEL").unwrap_or_else(|| "warn".to_owned());
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn")))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging("warn");
     let gateway_role = match env("CHAOS_ROLE").as_deref() {
         None | Some("worker") => false,
         Some("gateway") => true,
@@ -127,19 +125,13 @@ async fn run_gateway(broker: Broker) -> BoxResult<()> {
         .merge(quickstart::router(state))
         .fallback(not_found);
     let host = env("HOST").unwrap_or_else(|| "127.0.0.1".to_owned());
-    let port: u16 = number("PORT", 0)?.try_into()?;
-    let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
+    let port = support::port("PORT", 0)?;
+    let listener = support::bind(&host, port, "set HOST or PORT").await?;
     println!(
         "chaos_gateway listening on http://{}",
         listener.local_addr()?
     );
-    let shutdown = async move {
-        shutdown_signal().await;
-        gateway.shutdown();
-    };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    chatstream::axum::serve(listener, app, gateway, shutdown_signal()).await?;
     println!("chaos_gateway stopped");
     Ok(())
 }
@@ -228,11 +220,6 @@ async fn redis(name: &str, gateway_role: bool) -> BoxResult<Broker> {
             cancels,
         }
     })
-}
-
-/// A non-empty environment variable.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 /// A numeric environment variable, or `default`.

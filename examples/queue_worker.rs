@@ -53,12 +53,12 @@
 //! worker finishes the answers in progress (within 25 s; what is still running then goes
 //! back to the queue for another worker).
 
+mod support;
+
 use std::error::Error;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use chatstream::amqp::{
     AmqpCancelChannel, AmqpConfig, AmqpConnection, AmqpRequestSink, AmqpRequestSource,
     AmqpTokenSink, AmqpTokenSource, TokenTopology,
@@ -70,8 +70,8 @@ use chatstream::{
     DynLlmBackend, Gateway, GatewayConfig, ScriptedBackend, Worker, WorkerConfig, WorkerHandle,
 };
 use clap::Parser;
+use support::{env, init_logging, local_url};
 use tower_http::trace::TraceLayer;
-use tracing_subscriber::EnvFilter;
 
 /// How long answers in progress may run on after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
@@ -124,7 +124,8 @@ enum RestTopology {
 async fn main() -> Result<(), Box<dyn Error>> {
     let _ = dotenvy::dotenv();
     let args = Args::parse();
-    init_logging();
+    // Seed 003 uses logrus level names; Python's are accepted too.
+    init_logging("info");
 
     let mut config = AmqpConfig::seed003();
     config.connection_name = "queue-worker".to_owned();
@@ -216,23 +217,9 @@ async fn serve_rest(
     let app = app.layer(TraceLayer::new_for_http());
 
     let host = env("RESTAPI_HOST").unwrap_or_else(|| "0.0.0.0".to_owned());
-    let port: u16 = match env("RESTAPI_PORT") {
-        Some(p) => p
-            .parse()
-            .map_err(|_| format!("RESTAPI_PORT must be a port number, got {p:?}"))?,
-        None => 8080,
-    };
-    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
-        .await
-        .map_err(|e| format!("cannot listen on {host}:{port}: {e} (set RESTAPI_PORT)"))?;
+    let port = support::port("RESTAPI_PORT", 8080)?;
+    let listener = support::bind(&host, port, "set RESTAPI_PORT").await?;
     let url = local_url(listener.local_addr()?);
-    // Each SSE chunk is a small write: without TCP_NODELAY, Nagle's algorithm holds it back
-    // until the client acknowledges the previous one (up to 40 ms with delayed ACKs).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
     println!("queue_worker: REST API on {url} submitting to {where_}");
     println!(
         "  curl -s {url}/v1/chat/completions -H 'content-type: application/json' \
@@ -240,18 +227,9 @@ async fn serve_rest(
     );
     println!("  curl -N '{url}/v1/chat/response?uid=<uid>'");
 
-    let shutdown = {
-        let gateway = gateway.clone();
-        async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            // Open SSE streams end with an error chunk and [DONE], so the server can stop.
-            gateway.shutdown();
-        }
-    };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // On SIGTERM or Ctrl-C, open SSE streams end with an error chunk and [DONE], so the
+    // server can stop.
+    chatstream::axum::serve(listener, app, gateway, shutdown_signal()).await?;
     conn.close().await;
     Ok(())
 }
@@ -278,27 +256,10 @@ fn backend() -> Result<Arc<DynLlmBackend>, Box<dyn Error>> {
     }
     #[cfg(feature = "openai")]
     {
-        use chatstream::backend::{OpenAiBackend, OpenAiConfig};
-        let config = OpenAiConfig::from_env();
-        tracing::info!(url = %config.base_url, model = %config.model, "answering with an OpenAI-compatible server");
-        Ok(Arc::new(OpenAiBackend::new(config)?))
+        support::openai_from_env()
     }
     #[cfg(not(feature = "openai"))]
     Err("this build lacks feature `openai`: build with it, or set CHATSTREAM_SCRIPTED=1".into())
-}
-
-/// A non-empty environment variable.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// The URL to print for a listening address (`0.0.0.0` → `localhost`).
-fn local_url(addr: SocketAddr) -> String {
-    if addr.ip().is_unspecified() {
-        format!("http://localhost:{}", addr.port())
-    } else {
-        format!("http://{addr}")
-    }
 }
 
 /// The URL without its password.
@@ -313,22 +274,4 @@ fn redact(url: &str) -> String {
         }
         None => url.to_owned(),
     }
-}
-
-fn init_logging() {
-    let level = env("LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
-    // Seed 003 uses logrus level names; Python's are accepted too.
-    let directive = match level.to_ascii_lowercase().as_str() {
-        "warning" => "warn".to_owned(),
-        "critical" | "fatal" | "panic" => "error".to_owned(),
-        other => other.to_owned(),
-    };
-    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| {
-        eprintln!("LOG_LEVEL {level:?} is not a level or filter; using info");
-        EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -25,6 +25,8 @@
 //! | `CORS_ORIGINS` | unset | comma-separated origins allowed to call the API (`*`: any) |
 //! | `CHATSTREAM_API_TOKENS` | one random token for user `demo`, printed at start | bearer tokens of the seed 002 API, `token:user,token:user` |
 
+mod support;
+
 use std::error::Error;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +48,7 @@ use chatstream::{
     DynLlmBackend, Gateway, GatewayConfig, InMemoryBroker, InMemoryConversationStore,
     ScriptedBackend, Worker, WorkerConfig,
 };
-use tracing_subscriber::EnvFilter;
+use support::{env, init_logging};
 
 /// The chat page: HTML, CSS and JavaScript in one file, nothing fetched from elsewhere.
 const PAGE: &str = include_str!("quickstart.html");
@@ -60,7 +62,7 @@ const SCRIPTED_DELAY: Duration = Duration::from_millis(30);
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let _ = dotenvy::dotenv();
-    init_logging();
+    init_logging("info");
 
     let broker = InMemoryBroker::new();
     // Every request the worker takes is announced to the WebSocket clients of its channel.
@@ -122,15 +124,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
 
     let host = env("HOST").unwrap_or_else(|| "127.0.0.1".to_owned());
-    let port: u16 = match env("PORT") {
-        Some(p) => p
-            .parse()
-            .map_err(|_| format!("PORT must be a port number, got {p:?}"))?,
-        None => 3000,
-    };
-    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
-        .await
-        .map_err(|e| format!("cannot listen on {host}:{port}: {e} (set HOST or PORT)"))?;
+    let port = support::port("PORT", 3000)?;
+    let listener = support::bind(&host, port, "set HOST or PORT").await?;
     let url = format!("http://{}", listener.local_addr()?);
     println!("chatstream quickstart: open {url}/ in a browser, or try:");
     println!(
@@ -143,59 +138,19 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("OpenAI-compatible: {url}/v1   AI SDK: {url}/api/ai-sdk/chat   WebSocket: {url}/ws");
     println!("Ctrl-C stops.");
 
-    let shutdown = {
-        let gateway = gateway.clone();
-        async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            // Open SSE streams end with an error frame and __END__, so connections close
-            // and the server can stop.
-            gateway.shutdown();
-        }
-    };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // On SIGTERM or Ctrl-C, open streams end with an error frame and __END__, so
+    // connections close and the server can stop.
+    chatstream::axum::serve(listener, app, gateway, shutdown_signal()).await?;
     let stats = worker.shutdown().await;
     tracing::info!(completed = stats.completed, "worker stopped");
     Ok(())
 }
 
-/// A non-empty environment variable.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn init_logging() {
-    let level = env("LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
-    // The seeds use Python's level names.
-    let directive = match level.to_ascii_lowercase().as_str() {
-        "warning" => "warn".to_owned(),
-        "critical" | "fatal" => "error".to_owned(),
-        other => other.to_owned(),
-    };
-    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| {
-        eprintln!("LOG_LEVEL {level:?} is not a level or filter; using info");
-        EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-}
-
 /// The OpenAI-compatible backend when `OPENAI_URL` or `OPENAI_API_KEY` is set, else the
 /// scripted one.
 fn backend() -> Result<Arc<DynLlmBackend>, Box<dyn Error>> {
-    #[cfg(feature = "openai")]
-    {
-        use chatstream::backend::{OpenAiBackend, OpenAiConfig};
-        if OpenAiConfig::is_configured_in_env() {
-            let config = OpenAiConfig::from_env();
-            tracing::info!(url = %config.base_url, model = %config.model, "answering with an OpenAI-compatible server");
-            return Ok(Arc::new(OpenAiBackend::new(config)?));
-        }
-    }
-    #[cfg(not(feature = "openai"))]
-    if env("OPENAI_URL").is_some() || env("OPENAI_API_KEY").is_some() {
-        tracing::warn!("OPENAI_URL/OPENAI_API_KEY set, but this build lacks feature `openai`");
+    if let Some(openai) = support::configured_openai()? {
+        return Ok(openai);
     }
     tracing::info!("answering with the scripted backend (set OPENAI_URL for a real model)");
     Ok(Arc::new(

@@ -38,18 +38,18 @@
 //!
 //! SIGTERM or Ctrl-C stop it: open streams end with an error frame and `__END__`.
 
+mod support;
+
 use std::error::Error;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use chatstream::axum::{cors_layer, method_not_allowed, not_found, seed001, ChatstreamState};
 use chatstream::servicebus::{ServiceBusConfig, ServiceBusConnection};
 use chatstream::worker::shutdown_signal;
 use chatstream::{Gateway, GatewayConfig, NoRequestSink};
+use support::{env, init_logging, local_url};
 use tower_http::trace::TraceLayer;
-use tracing_subscriber::EnvFilter;
 
 /// Longest one client stays connected to one answer.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(600);
@@ -57,7 +57,8 @@ const STREAM_TIMEOUT: Duration = Duration::from_secs(600);
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let _ = dotenvy::dotenv();
-    init_logging();
+    // The seed uses Python's level names.
+    init_logging("info");
 
     let config = ServiceBusConfig::from_env()?;
     let subscription = format!(
@@ -81,69 +82,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let app = app.layer(TraceLayer::new_for_http());
 
     let host = env("HOST").unwrap_or_else(|| "0.0.0.0".to_owned());
-    let port: u16 = match env("PORT") {
-        Some(p) => p
-            .parse()
-            .map_err(|_| format!("PORT must be a port number, got {p:?}"))?,
-        None => 8001,
-    };
-    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
-        .await
-        .map_err(|e| format!("cannot listen on {host}:{port}: {e} (set PORT)"))?;
+    let port = support::port("PORT", 8001)?;
+    let listener = support::bind(&host, port, "set PORT").await?;
     let url = local_url(listener.local_addr()?);
-    // Each SSE frame is a small write: without TCP_NODELAY, Nagle's algorithm holds it back
-    // until the client acknowledges the previous one.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
     println!("servicebus_sse: SSE service on {url} reading subscription {subscription}");
     println!("  curl -N {url}/api/stream/<sessionId>/<chatMessageId>");
 
-    let shutdown = {
-        let gateway = gateway.clone();
-        async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            // Open streams end with an error frame and __END__, so the server can stop.
-            gateway.shutdown();
-        }
-    };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // On SIGTERM or Ctrl-C, open streams end with an error frame and __END__, so the
+    // server can stop.
+    chatstream::axum::serve(listener, app, gateway, shutdown_signal()).await?;
     Ok(())
-}
-
-/// A non-empty environment variable.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// The URL to print for a listening address (`0.0.0.0` → `localhost`).
-fn local_url(addr: SocketAddr) -> String {
-    if addr.ip().is_unspecified() {
-        format!("http://localhost:{}", addr.port())
-    } else {
-        format!("http://{addr}")
-    }
-}
-
-fn init_logging() {
-    let level = env("LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
-    // The seed uses Python's level names.
-    let directive = match level.to_ascii_lowercase().as_str() {
-        "warning" => "warn".to_owned(),
-        "critical" | "fatal" => "error".to_owned(),
-        other => other.to_owned(),
-    };
-    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| {
-        eprintln!("LOG_LEVEL {level:?} is not a level or filter; using info");
-        EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -41,6 +41,8 @@
 //! SIGTERM or Ctrl-C stop it gracefully: answers in progress finish (within 25 s), what is
 //! still running then is abandoned, so Service Bus gives it to another worker.
 
+mod support;
+
 use std::error::Error;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +51,7 @@ use chatstream::backend::Tokenize;
 use chatstream::servicebus::{ServiceBusConfig, ServiceBusConnection};
 use chatstream::worker::shutdown_signal;
 use chatstream::{DynLlmBackend, ScriptedBackend, Worker, WorkerConfig};
-use tracing_subscriber::EnvFilter;
+use support::{env, init_logging};
 
 /// How long answers in progress may run on after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
@@ -63,7 +65,8 @@ const DEMO_ANSWER: &str = "This is a response to your message \"{text}\" (messag
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let _ = dotenvy::dotenv();
-    init_logging();
+    // The seed uses Python's level names.
+    init_logging("info");
 
     let concurrency =
         match env("WORKER_CONCURRENCY") {
@@ -108,44 +111,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// A non-empty environment variable.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn init_logging() {
-    let level = env("LOG_LEVEL").unwrap_or_else(|| "info".to_owned());
-    // The seed uses Python's level names.
-    let directive = match level.to_ascii_lowercase().as_str() {
-        "warning" => "warn".to_owned(),
-        "critical" | "fatal" => "error".to_owned(),
-        other => other.to_owned(),
-    };
-    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| {
-        eprintln!("LOG_LEVEL {level:?} is not a level or filter; using info");
-        EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// The OpenAI-compatible backend when `OPENAI_URL` or `OPENAI_API_KEY` is set, else the
 /// seed's demo answer, one character every `TOKEN_DELAY_MS`.
 fn backend() -> Result<Arc<DynLlmBackend>, Box<dyn Error>> {
-    #[cfg(feature = "openai")]
-    {
-        use chatstream::backend::{OpenAiBackend, OpenAiConfig};
-        if OpenAiConfig::is_configured_in_env() {
-            let config = OpenAiConfig::from_env();
-            tracing::info!(url = %config.base_url, model = %config.model, "answering with an OpenAI-compatible server");
-            return Ok(Arc::new(OpenAiBackend::new(config)?));
-        }
-    }
-    #[cfg(not(feature = "openai"))]
-    if env("OPENAI_URL").is_some() || env("OPENAI_API_KEY").is_some() {
-        tracing::warn!("OPENAI_URL/OPENAI_API_KEY set, but this build lacks feature `openai`");
+    if let Some(openai) = support::configured_openai()? {
+        return Ok(openai);
     }
     let delay = match env("TOKEN_DELAY_MS") {
         Some(ms) => Duration::from_millis(

@@ -21,6 +21,7 @@
 //! | [`ApiJson`] | JSON body extractor whose rejections are JSON [`ApiError`]s |
 //! | [`ApiError`] | every error of the routes: status code + `{"error": {"code", "message"}}` |
 //! | [`cors_layer`] | CORS from a `CORS_ORIGINS` list |
+//! | [`serve()`] | serves a router with `TCP_NODELAY`; on a signal, ends the gateway's open streams and stops |
 //!
 //! Routers are plain functions of a [`ChatstreamState`] returning a [`Router`](axum::Router),
 //! so an application mounts the ones it needs:
@@ -53,6 +54,7 @@ pub mod quickstart;
 pub mod seed001;
 pub mod seed002;
 pub mod seed003;
+mod serve;
 pub mod sse;
 mod state;
 mod trace;
@@ -62,6 +64,7 @@ pub use cors::cors_layer;
 pub use error::{method_not_allowed, not_found, ApiError, ErrorBody, ErrorDetail};
 pub use json::{ApiJson, BodyLimit};
 pub use last_event_id::LastEventId;
+pub use serve::serve;
 pub use sse::{sse_response, SseBody, SseConfig};
 pub use state::{
     check_path_id, check_token_id, ChatstreamState, DEFAULT_BODY_LIMIT, DEFAULT_STREAM_TIME_LIMIT,
