@@ -6,7 +6,9 @@
 //! completions, abandons, dead-letters, and lock renewals of the messages in flight.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use azservicebus::receiver::DeadLetterOptions;
@@ -116,6 +118,9 @@ struct ServiceBusAcker {
     id: u64,
     tx: mpsc::UnboundedSender<Cmd>,
     settled: bool,
+    /// When the request's lock expires (Unix milliseconds, `i64::MAX` when unknown); moved
+    /// on by every renewal.
+    locked_until: Arc<AtomicI64>,
 }
 
 impl ServiceBusAcker {
@@ -149,6 +154,25 @@ impl Acker for ServiceBusAcker {
     async fn dead_letter(self: Box<Self>, reason: &str) -> Result<()> {
         self.settle(Op::DeadLetter(reason.to_owned())).await
     }
+
+    /// The lock expired without a renewal (the link is down, or renewals failed for the
+    /// whole lock duration): Service Bus gives the request to another receiver.
+    fn is_lost(&self) -> bool {
+        now_ms() >= self.locked_until.load(Ordering::Relaxed)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// When `message`'s lock expires, in Unix milliseconds (`i64::MAX` when it does not say).
+fn lock_expiry(message: &ServiceBusReceivedMessage) -> i64 {
+    message.locked_until().map_or(i64::MAX, |t| {
+        i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    })
 }
 
 impl Drop for ServiceBusAcker {
@@ -169,7 +193,8 @@ struct Worker {
     rx: mpsc::UnboundedReceiver<Cmd>,
     /// Weak, so that the channel closes when the source and every acker are gone.
     tx: mpsc::WeakUnboundedSender<Cmd>,
-    in_flight: HashMap<u64, ServiceBusReceivedMessage>,
+    /// Requests being answered, with their lock expiry shared with their acker.
+    in_flight: HashMap<u64, (ServiceBusReceivedMessage, Arc<AtomicI64>)>,
     next_id: u64,
     waiters: VecDeque<(Reply<Option<Delivery>>, Option<Instant>)>,
     /// Received for a caller that went away; served to the next one.
@@ -265,6 +290,7 @@ impl Worker {
         let tx = self.tx.upgrade()?;
         let id = self.next_id;
         self.next_id += 1;
+        let locked_until = Arc::new(AtomicI64::new(lock_expiry(&message)));
         let delivery = Delivery {
             request: decode_request(&message),
             attempt: message.delivery_count().unwrap_or(1).max(1),
@@ -272,9 +298,10 @@ impl Worker {
                 id,
                 tx,
                 settled: false,
+                locked_until: locked_until.clone(),
             }),
         };
-        self.in_flight.insert(id, message);
+        self.in_flight.insert(id, (message, locked_until));
         Some(delivery)
     }
 
@@ -283,7 +310,7 @@ impl Worker {
             Cmd::Recv { reply, deadline } => self.waiters.push_back((reply, deadline)),
             Cmd::Settle { id, op, reply } => {
                 let result = match self.in_flight.remove(&id) {
-                    Some(message) => self.settle(&message, op).await,
+                    Some((message, _)) => self.settle(&message, op).await,
                     None => Ok(()),
                 };
                 if let Some(reply) = reply {
@@ -322,10 +349,39 @@ impl Worker {
     /// Keeps the locks of requests being answered (Service Bus drops a lock after the
     /// entity's lock duration, then redelivers the request to another worker).
     async fn renew(&mut self) {
-        for message in self.in_flight.values_mut() {
-            if let Err(e) = self.receiver.renew_message_lock(message).await {
-                tracing::warn!(error = %e, "Service Bus: renewing a request's lock failed");
+        for (message, locked_until) in self.in_flight.values_mut() {
+            match self.receiver.renew_message_lock(message).await {
+                Ok(()) => locked_until.store(lock_expiry(message), Ordering::Relaxed),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Service Bus: renewing a request's lock failed");
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acker(locked_until: i64) -> ServiceBusAcker {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        ServiceBusAcker {
+            id: 1,
+            tx,
+            settled: true,
+            locked_until: Arc::new(AtomicI64::new(locked_until)),
+        }
+    }
+
+    #[test]
+    fn a_request_is_lost_once_its_lock_expired_unrenewed() {
+        assert!(acker(now_ms() - 1).is_lost(), "expired a moment ago");
+        assert!(!acker(now_ms() + 60_000).is_lost(), "a minute left");
+        assert!(!acker(i64::MAX).is_lost(), "expiry unknown");
+        // A renewal moves the expiry on.
+        let a = acker(now_ms() - 1);
+        a.locked_until.store(now_ms() + 60_000, Ordering::Relaxed);
+        assert!(!a.is_lost());
     }
 }
