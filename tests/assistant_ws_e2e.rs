@@ -22,12 +22,14 @@
 
 #[path = "assistant_ws/harness.rs"]
 mod harness;
+mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chatstream_core::testkit::fake_openai::{Answer, Behaviour};
-use harness::{fake_weather, streamed_text, within, Browser, Setup, Sse, EXPIRY};
+use harness::{fake_weather, streamed_text, Browser, Setup, Sse, EXPIRY, WAIT};
 use serde_json::{json, Value};
+use support::within;
 
 const TOKENS: [&str; 8] = [
     "The",
@@ -329,7 +331,7 @@ async fn a_client_resumes_on_another_gateway_process_with_exactly_the_missing_to
 
     // Reconnect to the other process with Last-Event-ID.
     let mut resumed = Sse::open(second.port, "resume-channel", "r-1", Some(&last_id)).await;
-    let after = within("the rest", resumed.rest()).await;
+    let after = within("the rest", WAIT, resumed.rest()).await;
 
     // The whole stream, read afterwards from the start.
     let whole = Sse::open(second.port, "resume-channel", "r-1", None)

@@ -12,6 +12,7 @@
 
 #[path = "browser/proxy.rs"]
 mod proxy;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -22,7 +23,6 @@ use chatstream_core::{ChatRequest, ScriptedBackend, StreamKey};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -51,7 +51,7 @@ async fn the_quickstart_page_streams_an_answer_and_resumes_after_a_cut() {
     let Some((chromium, chromedriver)) = browser_tools() else {
         return;
     };
-    let (_app, app_port) = start_quickstart().await;
+    let (_app, app_port) = support::start_quickstart(WAIT).await;
     let (proxy_port, seen) = proxy::start(app_port)
         .await
         .unwrap_or_else(|e| panic!("proxy: {e}"));
@@ -263,52 +263,5 @@ async fn start_chromedriver(chromedriver: &Path) -> (Child, u16) {
         );
         tokio::time::sleep(POLL).await;
     }
-    (child, port)
-}
-
-fn example_path() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    // target/<profile>/deps/<test> → target/<profile>/examples/quickstart
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap_or_else(|| panic!("odd path {exe:?}"));
-    let path = dir.join("examples").join("quickstart");
-    assert!(
-        path.exists(),
-        "{path:?} missing: run `cargo build --example quickstart` first"
-    );
-    path
-}
-
-/// Starts the quickstart on a free port (scripted backend, 30 ms per word).
-async fn start_quickstart() -> (Child, u16) {
-    let mut child = Command::new(example_path())
-        .env("PORT", "0")
-        .env("HOST", "127.0.0.1")
-        .env_remove("OPENAI_URL")
-        .env_remove("OPENAI_API_KEY")
-        .env("LOG_LEVEL", "warning")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn quickstart: {e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let mut lines = BufReader::new(stdout).lines();
-    let port = tokio::time::timeout(WAIT, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
-                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                if let Ok(port) = digits.parse::<u16>() {
-                    return port;
-                }
-            }
-        }
-        panic!("quickstart exited without printing its URL");
-    })
-    .await
-    .unwrap_or_else(|_| panic!("quickstart printed no URL within {WAIT:?}"));
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, port)
 }

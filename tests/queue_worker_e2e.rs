@@ -14,8 +14,9 @@
 //! `cargo build --example queue_worker` first.
 #![cfg(all(unix, feature = "amqp", feature = "axum"))]
 
-use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+mod support;
+
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +26,7 @@ use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, Consumer};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use support::{amqp_url, block_on_aside, example_path, http, port_after, signal, start, within};
 use tokio::process::{Child, Command};
 
 /// Longest any single wait may take before the test fails as hung.
@@ -36,35 +36,6 @@ const WAIT: Duration = Duration::from_secs(30);
 const TOKENS: [&str; 12] = [
     "Why", " did", " the", " rabbit", " cross", " the", " queue", "?", " To", " get", " acked", ".",
 ];
-
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(WAIT, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: nothing within {WAIT:?}"),
-    }
-}
-
-fn amqp_url() -> String {
-    std::env::var("CHATSTREAM_AMQP_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
-
-fn example_path() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    // target/<profile>/deps/<test> → target/<profile>/examples/queue_worker
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap_or_else(|| panic!("odd path {exe:?}"));
-    let path = dir.join("examples").join("queue_worker");
-    assert!(
-        path.exists(),
-        "{path:?} missing: run `cargo build --example queue_worker` first"
-    );
-    path
-}
 
 /// What a test shares: an outside client's connection, a queue name of its own, the fake
 /// LLM. Deletes the request queue and the response queues it names when dropped.
@@ -98,8 +69,8 @@ impl Setup {
 
     /// Starts the example with `args` against this setup's queue and fake LLM.
     async fn start(&self, args: &[&str]) -> Running {
-        let mut child = Command::new(example_path())
-            .args(args)
+        let mut cmd = Command::new(example_path("queue_worker"));
+        cmd.args(args)
             .env("RABBITMQ_URL", amqp_url())
             .env_remove("CHATSTREAM_AMQP_URL")
             .env("RABBITMQ_QUEUE", &self.queue)
@@ -112,34 +83,22 @@ impl Setup {
             .env("WORKER_CONCURRENCY", "4")
             .env_remove("CHATSTREAM_SCRIPTED")
             .env_remove("CHATSTREAM_WORKER_ONLY")
-            .env_remove("CHATSTREAM_REST_ONLY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn queue_worker: {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let mut lines = BufReader::new(stdout).lines();
+            .env_remove("CHATSTREAM_REST_ONLY");
         let wants_rest = !args.contains(&"--worker-only");
         let wants_worker = !args.contains(&"--rest-only");
         let (mut worker_ready, mut port) = (false, None);
-        within("the startup lines", async {
-            while (wants_worker && !worker_ready) || (wants_rest && port.is_none()) {
-                let Ok(Some(line)) = lines.next_line().await else {
-                    panic!("queue_worker {args:?} exited during startup");
-                };
-                // Printed once the worker consumes the request queue.
-                worker_ready |= line.starts_with("queue_worker: worker answering");
-                if let Some(rest) = line.split("REST API on http://127.0.0.1:").nth(1) {
-                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                    port = digits.parse().ok();
-                }
-            }
+        let started = start(cmd, &format!("queue_worker {args:?}"), WAIT, |line| {
+            // Printed once the worker consumes the request queue.
+            worker_ready |= line.starts_with("queue_worker: worker answering");
+            port = port.or(port_after(line, "REST API on http://127.0.0.1:"));
+            let ready = (!wants_worker || worker_ready) && (!wants_rest || port.is_some());
+            ready.then_some(port)
         })
         .await;
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Running { child, port }
+        Running {
+            child: started.child,
+            port: started.ready,
+        }
     }
 
     /// Publishes `body` to the request queue as the seed's pika example does: default
@@ -167,7 +126,7 @@ impl Setup {
             no_ack: true,
             ..Default::default()
         };
-        within("response queue declared by the worker", async {
+        within("response queue declared by the worker", WAIT, async {
             loop {
                 let ch = self.client.create_channel().await.expect("channel");
                 match ch
@@ -210,26 +169,16 @@ impl Drop for Setup {
         let queues: Vec<String> = std::iter::once(self.queue.clone())
             .chain(self.response_queues.drain(..))
             .collect();
-        // Drop cannot await: delete on a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(ch) = client.create_channel().await {
-                    for q in queues {
-                        let _ = ch
-                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
+        block_on_aside(async move {
+            if let Ok(ch) = client.create_channel().await {
+                for q in queues {
+                    let _ = ch
+                        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                        .await;
                 }
-                let _ = client.close(200, "test cleanup".into()).await;
-            });
-        })
-        .join();
+            }
+            let _ = client.close(200, "test cleanup".into()).await;
+        });
     }
 }
 
@@ -245,17 +194,12 @@ impl Running {
             .unwrap_or_else(|| panic!("no REST API in this mode"))
     }
 
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().unwrap_or_else(|| panic!("no pid"));
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .unwrap_or_else(|e| panic!("kill: {e}"));
-        assert!(status.success(), "kill {signal} {pid}");
+    fn signal(&self, sig: &str) {
+        signal(&self.child, sig);
     }
 
     async fn exit_status(&mut self) -> ExitStatus {
-        within("exit", self.child.wait())
+        within("exit", WAIT, self.child.wait())
             .await
             .unwrap_or_else(|e| panic!("wait: {e}"))
     }
@@ -296,7 +240,7 @@ impl Response {
 
 /// The next message of `response_{uid}`.
 async fn next_response(consumer: &mut Consumer) -> Response {
-    let delivery = within("a response message", consumer.next())
+    let delivery = within("a response message", WAIT, consumer.next())
         .await
         .expect("the response consumer stopped")
         .expect("a response message");
@@ -319,30 +263,6 @@ async fn read_until_end(consumer: &mut Consumer, messages: &mut Vec<Response>) {
 fn pika_message(uid: &str) -> String {
     format!(
         r#"{{"model": "gpt-4o", "messages": [{{"role": "user", "content": "Tell me a joke."}}], "stream": true, "username": "alice", "uid": "{uid}"}}"#
-    )
-}
-
-/// One HTTP/1.0 exchange (close-delimited body); returns the status line and the body.
-async fn http(port: u16, head: &str, body: &str) -> (String, String) {
-    let mut s = within("connect", TcpStream::connect(("127.0.0.1", port)))
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
-    let req = format!(
-        "{head}\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    within("write", s.write_all(req.as_bytes()))
-        .await
-        .unwrap_or_else(|e| panic!("write: {e}"));
-    let mut out = Vec::new();
-    within("read", s.read_to_end(&mut out))
-        .await
-        .unwrap_or_else(|e| panic!("read: {e}"));
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (
-        head.lines().next().unwrap_or_default().to_owned(),
-        body.to_owned(),
     )
 }
 
@@ -390,14 +310,14 @@ async fn a_pika_client_reads_the_whole_answer_from_its_response_queue() {
 
 /// The seed README's REST flow against the API on `port`.
 async fn rest_flow(setup: &Setup, port: u16) {
-    let (status, pong) = http(port, "GET /ping HTTP/1.0", "").await;
+    let (status, pong) = http(port, "GET /ping HTTP/1.0", "", WAIT).await;
     assert!(status.contains(" 200 "), "{status}");
     assert_eq!(pong, "pong");
 
     // The seed README's curl flow: submit, then stream by uid.
     let post = "POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json";
     let body = r#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "Tell me a short story about a brave knight."}], "stream": true, "username": "alice"}"#;
-    let (status, submitted) = http(port, post, body).await;
+    let (status, submitted) = http(port, post, body, WAIT).await;
     assert!(status.contains(" 200 "), "{status}: {submitted}");
     let json: serde_json::Value =
         serde_json::from_str(&submitted).unwrap_or_else(|e| panic!("{e}: {submitted}"));
@@ -407,7 +327,7 @@ async fn rest_flow(setup: &Setup, port: u16) {
     assert_eq!(uuid::Uuid::parse_str(uid).map(|_| ()), Ok(()), "{uid}");
 
     let get = format!("GET /v1/chat/response?uid={uid} HTTP/1.0");
-    let (status, sse) = http(port, &get, "").await;
+    let (status, sse) = http(port, &get, "", WAIT).await;
     assert!(status.contains(" 200 "), "{status}");
     let data: Vec<&str> = sse
         .lines()

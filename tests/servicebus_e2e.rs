@@ -12,41 +12,21 @@
 //! that, run `cargo build --examples --features servicebus` first.
 #![cfg(all(unix, feature = "servicebus", feature = "axum"))]
 
-use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+mod support;
+
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatstream_servicebus::fake::{FakeConfig, FakeServiceBus};
 use chatstream_servicebus::{ServiceBusConnection, ServiceBusRequestSink};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use support::{example_path, http, port_after, signal, start, within};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 /// Longest any single wait may take before the test fails as hung.
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(WAIT, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: nothing within {WAIT:?}"),
-    }
-}
-
-fn example_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    // target/<profile>/deps/<test> → target/<profile>/examples/<name>
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap_or_else(|| panic!("odd path {exe:?}"));
-    let path = dir.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{path:?} missing: run `cargo build --examples --features servicebus` first"
-    );
-    path
-}
 
 /// A running example process; killed when dropped.
 struct Running {
@@ -82,30 +62,16 @@ impl Running {
             // manages: the send is then retried after this timeout (the gateway drops the
             // duplicate by seq) instead of after the default minute.
             .env("SERVICEBUS_TRY_TIMEOUT", "5")
-            .envs(extra.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let mut lines = BufReader::new(stdout).lines();
-        let line = within(&format!("{name}'s start"), async {
-            loop {
-                match lines.next_line().await {
-                    Ok(Some(line)) if line.starts_with(ready) => return line,
-                    Ok(Some(_)) => {}
-                    _ => panic!("{name} exited during startup"),
-                }
-            }
+            .envs(extra.iter().copied());
+        let started = start(cmd, name, WAIT, |line| {
+            line.starts_with(ready)
+                .then(|| port_after(line, "http://127.0.0.1:"))
         })
         .await;
-        let port = line.split("http://127.0.0.1:").nth(1).and_then(|rest| {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().ok()
-        });
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, port }
+        Self {
+            child: started.child,
+            port: started.ready,
+        }
     }
 
     fn port(&self) -> u16 {
@@ -113,13 +79,8 @@ impl Running {
     }
 
     async fn terminate(mut self) -> ExitStatus {
-        let pid = self.child.id().unwrap_or_else(|| panic!("no pid"));
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap_or_else(|e| panic!("kill: {e}"));
-        assert!(status.success(), "kill -TERM {pid}");
-        within("exit after SIGTERM", self.child.wait())
+        signal(&self.child, "-TERM");
+        within("exit after SIGTERM", WAIT, self.child.wait())
             .await
             .unwrap_or_else(|e| panic!("wait: {e}"))
     }
@@ -193,22 +154,9 @@ impl Deployment {
     }
 }
 
-/// One HTTP/1.0 exchange (close-delimited body); returns the head and the body.
+/// `GET path` over HTTP/1.0; returns the status line and the body.
 async fn http_get(port: u16, path: &str) -> (String, String) {
-    let mut s = within("connect", TcpStream::connect(("127.0.0.1", port)))
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
-    let req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    within("write", s.write_all(req.as_bytes()))
-        .await
-        .unwrap_or_else(|e| panic!("write: {e}"));
-    let mut out = Vec::new();
-    within("read", s.read_to_end(&mut out))
-        .await
-        .unwrap_or_else(|e| panic!("read: {e}"));
-    let text = String::from_utf8(out).unwrap_or_else(|e| panic!("not UTF-8: {e}"));
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (head.to_owned(), body.to_owned())
+    http(port, &format!("GET {path} HTTP/1.0"), "", WAIT).await
 }
 
 /// The `data:` lines of an SSE stream as they arrive, each logged as `(client, data)` in
@@ -219,17 +167,17 @@ async fn read_sse(
     client: &'static str,
     log: Arc<Mutex<Vec<(&'static str, String)>>>,
 ) -> (String, Vec<String>) {
-    let mut s = within("connect", TcpStream::connect(("127.0.0.1", port)))
+    let mut s = within("connect", WAIT, TcpStream::connect(("127.0.0.1", port)))
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"));
     let req =
         format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n");
-    within("write", s.write_all(req.as_bytes()))
+    within("write", WAIT, s.write_all(req.as_bytes()))
         .await
         .unwrap_or_else(|e| panic!("write: {e}"));
     let mut lines = BufReader::new(s).lines();
     let mut head = String::new();
-    within("response head", async {
+    within("response head", WAIT, async {
         while let Ok(Some(line)) = lines.next_line().await {
             if line.is_empty() {
                 return;
@@ -241,7 +189,7 @@ async fn read_sse(
     })
     .await;
     let mut data = Vec::new();
-    within(&format!("{client}'s stream"), async {
+    within(&format!("{client}'s stream"), WAIT, async {
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(d) = line.strip_prefix("data: ") {
                 log.lock().expect("log").push((client, d.to_owned()));
@@ -376,7 +324,7 @@ async fn a_malformed_request_is_dead_lettered_with_a_reason_and_the_next_is_answ
         r#"This is a response to your message "still there?" (message m-1)."#
     );
 
-    let dead = within("both bad requests dead-lettered", async {
+    let dead = within("both bad requests dead-lettered", WAIT, async {
         loop {
             let dead = d.fake.dead_letters("user-messages", "worker-service");
             if dead.len() >= 2 {

@@ -2,7 +2,6 @@
 //! prefix, fake model), the example process, a seed 004 WebSocket client, a seed 001 SSE
 //! reader and a fake OpenWeather.
 
-use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,40 +19,13 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::support::{amqp_url, block_on_aside, example_path, port_after, start, within};
+
 /// Longest any single wait may take before the test fails as hung.
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// Seconds a thread lives after its last use, in these tests.
 pub(crate) const EXPIRY: u64 = 100_000;
-
-pub(crate) async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(WAIT, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: nothing within {WAIT:?}"),
-    }
-}
-
-pub(crate) fn amqp_url() -> String {
-    std::env::var("CHATSTREAM_AMQP_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
-
-fn example_path() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    // target/<profile>/deps/<test> → target/<profile>/examples/assistant_ws
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap_or_else(|| panic!("odd path {exe:?}"));
-    let path = dir.join("examples").join("assistant_ws");
-    assert!(
-        path.exists(),
-        "{path:?} missing: run `cargo build --example assistant_ws --features amqp,redis` first"
-    );
-    path
-}
 
 /// One test's world: its own exchange, routing key and queue, its own Redis prefix, its
 /// fake model. Deletes the queue, the exchange and the prefix's keys when dropped.
@@ -97,7 +69,7 @@ impl Setup {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(example_path());
+        let mut cmd = Command::new(example_path("assistant_ws"));
         cmd.args(args)
             .env("RABBITMQ_URL", amqp_url())
             .env_remove("CHATSTREAM_AMQP_URL")
@@ -125,30 +97,14 @@ impl Setup {
     /// Starts the service (`args` = `[]` or `["--gateway-only"]`); returns once it listens
     /// (and, with a worker, consumes the request queue).
     pub(crate) async fn start(&self, args: &[&str]) -> Service {
-        let mut child = self
-            .command(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn assistant_ws: {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let mut lines = BufReader::new(stdout).lines();
-        let port = within("the startup banner", async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.split("WebSocket at ws://127.0.0.1:").nth(1) {
-                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                    if let Ok(port) = digits.parse::<u16>() {
-                        return port;
-                    }
-                }
-            }
-            panic!("assistant_ws {args:?} exited without printing its address");
+        let what = format!("assistant_ws {args:?}");
+        let started = start(self.command(args), &what, WAIT, |line| {
+            port_after(line, "WebSocket at ws://127.0.0.1:")
         })
         .await;
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Service {
-            _child: child,
-            port,
+            _child: started.child,
+            port: started.ready,
         }
     }
 
@@ -160,7 +116,7 @@ impl Setup {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn assistant_ws {args:?}: {e}"));
-        within("the command to finish", child.wait_with_output())
+        within("the command to finish", WAIT, child.wait_with_output())
             .await
             .unwrap_or_else(|e| panic!("assistant_ws {args:?}: {e}"))
     }
@@ -203,26 +159,18 @@ impl Setup {
 impl Drop for Setup {
     fn drop(&mut self) {
         let (url, queue, exchange) = (amqp_url(), self.queue.clone(), self.exchange.clone());
-        // Synchronously, on a runtime of its own: the test's runtime may be shutting down.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let conn = Connection::connect(&url, Default::default()).await.ok()?;
-                let ch = conn.create_channel().await.ok()?;
-                let _ = ch
-                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-                let _ = ch
-                    .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                    .await;
-                let _ = conn.close(200, "bye".into()).await;
-                Some(())
-            })
-        })
-        .join();
+        block_on_aside(async move {
+            let conn = Connection::connect(&url, Default::default()).await.ok()?;
+            let ch = conn.create_channel().await.ok()?;
+            let _ = ch
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+            let _ = ch
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+            let _ = conn.close(200, "bye".into()).await;
+            Some(())
+        });
     }
 }
 
@@ -240,9 +188,13 @@ pub(crate) struct Browser {
 impl Browser {
     pub(crate) async fn connect(service: &Service) -> Self {
         let url = format!("ws://127.0.0.1:{}/ws", service.port);
-        let (ws, _) = within("WebSocket handshake", tokio_tungstenite::connect_async(url))
-            .await
-            .unwrap_or_else(|e| panic!("WebSocket: {e}"));
+        let (ws, _) = within(
+            "WebSocket handshake",
+            WAIT,
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("WebSocket: {e}"));
         Self { ws }
     }
 
@@ -259,7 +211,7 @@ impl Browser {
         self.send(serde_json::json!({"action": "subscribe", "channel": channel}))
             .await;
         self.send(serde_json::json!({"action": "ping"})).await;
-        within("pong", async {
+        within("pong", WAIT, async {
             loop {
                 if self.next().await.status == "pong" {
                     return;
@@ -272,7 +224,7 @@ impl Browser {
     /// The next seed 004 message.
     pub(crate) async fn next(&mut self) -> WsMessage {
         loop {
-            let msg = within("a WebSocket message", self.ws.next())
+            let msg = within("a WebSocket message", WAIT, self.ws.next())
                 .await
                 .unwrap_or_else(|| panic!("WebSocket closed"))
                 .unwrap_or_else(|e| panic!("WebSocket: {e}"));
@@ -328,7 +280,7 @@ impl Sse {
         message_id: &str,
         last: Option<&str>,
     ) -> Self {
-        let mut s = within("connect", TcpStream::connect(("127.0.0.1", port)))
+        let mut s = within("connect", WAIT, TcpStream::connect(("127.0.0.1", port)))
             .await
             .unwrap_or_else(|e| panic!("connect: {e}"));
         let resume = last.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
@@ -336,12 +288,15 @@ impl Sse {
             format!("GET /api/stream/{channel}/{message_id} HTTP/1.0\r\nHost: t\r\n{resume}\r\n");
         s.write_all(head.as_bytes()).await.expect("write");
         let mut lines = BufReader::new(s).lines();
-        let status = within("status line", lines.next_line())
+        let status = within("status line", WAIT, lines.next_line())
             .await
             .expect("read")
             .unwrap_or_default();
         assert!(status.contains(" 200 "), "{status}");
-        while let Some(line) = within("headers", lines.next_line()).await.expect("read") {
+        while let Some(line) = within("headers", WAIT, lines.next_line())
+            .await
+            .expect("read")
+        {
             if line.is_empty() {
                 break;
             }
@@ -353,7 +308,7 @@ impl Sse {
     pub(crate) async fn next(&mut self) -> Option<SseEvent> {
         let (mut id, mut data) = (String::new(), None::<String>);
         loop {
-            let line = within("an SSE line", self.lines.next_line())
+            let line = within("an SSE line", WAIT, self.lines.next_line())
                 .await
                 .expect("read")?;
             if line.is_empty() {

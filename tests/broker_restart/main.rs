@@ -15,21 +15,18 @@
 
 #[path = "../faults/common.rs"]
 mod common;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatstream::amqp::{
-    AmqpConnection, AmqpRequestSink, AmqpRequestSource, AmqpTokenSink, AmqpTokenSource,
-};
-use chatstream::redis::{
-    BusConfig, QueueConfig, RedisClient, RedisRequestSink, RedisRequestSource, RedisTokenSink,
-    RedisTokenSource,
-};
+use chatstream::amqp::AmqpConnection;
+use chatstream::redis::QueueConfig;
 use chatstream::{
-    ChatRequest, DynMessageSource, DynRequestSink, DynTokenSink, DynTokenSource, Gateway,
-    GatewayConfig, ScriptedBackend, StreamKey, Worker, WorkerConfig, WorkerHandle,
+    ChatRequest, Gateway, GatewayConfig, ScriptedBackend, StreamKey, Worker, WorkerConfig,
+    WorkerHandle,
 };
 use common::*;
 
@@ -58,68 +55,33 @@ struct Pipeline {
 }
 
 async fn pipeline(kind: Kind, name: &str) -> Pipeline {
-    let (source, sink, requests, tokens, conn, cleanup): (
-        Arc<DynMessageSource>,
-        Arc<DynTokenSink>,
-        Arc<DynRequestSink>,
-        Arc<DynTokenSource>,
-        _,
-        _,
-    ) = match kind {
+    let (ends, conn, cleanup) = match kind {
         Kind::Amqp => {
             let conn = AmqpConnection::connect(amqp_config(name))
                 .await
                 .expect("RabbitMQ");
-            (
-                Arc::new(AmqpRequestSource::new(&conn).await.expect("source")),
-                Arc::new(AmqpTokenSink::new(&conn).await.expect("sink")),
-                Arc::new(AmqpRequestSink::new(&conn).await.expect("requests")),
-                Arc::new(AmqpTokenSource::new(&conn).await.expect("tokens")),
-                Some(conn),
-                None,
-            )
+            (Ends::amqp(&conn).await, Some(conn), None)
         }
         Kind::Redis => {
             let prefix = redis_prefix(name);
-            let client = RedisClient::connect(&redis_url(), &prefix)
-                .await
-                .expect("Redis");
             let queue = QueueConfig {
                 claim_idle: Duration::from_secs(2),
                 block: Duration::from_millis(500),
                 ..QueueConfig::default()
             };
-            let bus = BusConfig {
-                block: Duration::from_secs(1),
-                ..BusConfig::default()
-            };
-            (
-                Arc::new(
-                    RedisRequestSource::new(client.clone(), queue.clone())
-                        .await
-                        .expect("source"),
-                ),
-                Arc::new(
-                    RedisTokenSink::new(client.clone(), bus.clone())
-                        .await
-                        .expect("sink"),
-                ),
-                Arc::new(RedisRequestSink::new(client.clone(), &queue)),
-                Arc::new(RedisTokenSource::new(client, bus)),
-                None,
-                Some(RedisCleanup(prefix)),
-            )
+            let ends = Ends::redis(&prefix, queue).await;
+            (ends, None, Some(RedisCleanup(prefix)))
         }
     };
     let backend = ScriptedBackend::default().with_delay(Duration::from_millis(100));
-    let worker = Worker::builder(source, sink, Arc::new(backend))
+    let worker = Worker::builder(ends.source, ends.sink, Arc::new(backend))
         .config(WorkerConfig {
             concurrency: 32,
             ..WorkerConfig::default()
         })
         .build()
         .spawn();
-    let gateway = Gateway::builder(requests, tokens)
+    let gateway = Gateway::builder(ends.requests, ends.tokens)
         .config(GatewayConfig {
             idle_timeout: Some(Duration::from_secs(60)),
             ..GatewayConfig::default()

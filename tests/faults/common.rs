@@ -2,31 +2,34 @@
 //! namespaces that no other test uses, and a client-side check of answers.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatstream::amqp::{AmqpConfig, AmqpConnection};
-use chatstream::redis::RedisClient;
+use chatstream::amqp::{
+    AmqpConfig, AmqpConnection, AmqpRequestSink, AmqpRequestSource, AmqpTokenSink, AmqpTokenSource,
+};
+use chatstream::redis::{
+    BusConfig, QueueConfig, RedisClient, RedisRequestSink, RedisRequestSource, RedisTokenSink,
+    RedisTokenSource,
+};
 use chatstream::testkit::skip_or_fail;
-use chatstream::{ChatRequest, ClientEvent, ClientStream, ScriptedBackend, StreamEvent};
+use chatstream::{
+    ChatRequest, ClientEvent, ClientStream, DynMessageSource, DynRequestSink, DynTokenSink,
+    DynTokenSource, ScriptedBackend, StreamEvent,
+};
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+pub(crate) use crate::support::within;
+use crate::support::{block_on_aside, example_path, http, signal, start};
+pub use chatstream_redis::testkit::redis_url;
+
 /// Longest any single step (a process start, an answer, a stop) may take.
 pub const STEP: Duration = Duration::from_secs(60);
-
-/// `f`, or a panic naming `what` after `limit`.
-pub async fn within<F: std::future::Future>(what: &str, limit: Duration, f: F) -> F::Output {
-    match tokio::time::timeout(limit, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: nothing within {limit:?}"),
-    }
-}
 
 /// A fresh namespace for one test's queues, exchanges and keys.
 pub fn unique_name(tag: &str) -> String {
@@ -52,10 +55,6 @@ impl Kind {
     }
 }
 
-pub fn redis_url() -> String {
-    std::env::var("CHATSTREAM_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
 /// The names `chaos_worker` uses for namespace `name` (keep in step with
 /// `examples/chaos_worker.rs`).
 pub fn amqp_config(name: &str) -> AmqpConfig {
@@ -77,6 +76,67 @@ pub fn amqp_config(name: &str) -> AmqpConfig {
 
 pub fn redis_prefix(name: &str) -> String {
     format!("{name}:")
+}
+
+/// A worker's and a gateway's ends of one broker, for a pipeline in the test's process.
+pub struct Ends {
+    pub source: Arc<DynMessageSource>,
+    pub sink: Arc<DynTokenSink>,
+    pub requests: Arc<DynRequestSink>,
+    pub tokens: Arc<DynTokenSource>,
+}
+
+impl Ends {
+    /// On RabbitMQ, over `conn`.
+    pub async fn amqp(conn: &AmqpConnection) -> Self {
+        Self {
+            source: Arc::new(
+                AmqpRequestSource::new(conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("request source: {e}")),
+            ),
+            sink: Arc::new(
+                AmqpTokenSink::new(conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("token sink: {e}")),
+            ),
+            requests: Arc::new(
+                AmqpRequestSink::new(conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("request sink: {e}")),
+            ),
+            tokens: Arc::new(
+                AmqpTokenSource::new(conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("token source: {e}")),
+            ),
+        }
+    }
+
+    /// On Redis under `prefix`, requests on `queue`; token reads block 1 s at most.
+    pub async fn redis(prefix: &str, queue: QueueConfig) -> Self {
+        let client = RedisClient::connect(&redis_url(), prefix)
+            .await
+            .unwrap_or_else(|e| panic!("Redis: {e}"));
+        let bus = BusConfig {
+            block: Duration::from_secs(1),
+            ..BusConfig::default()
+        };
+        Self {
+            source: Arc::new(
+                RedisRequestSource::new(client.clone(), queue.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("request source: {e}")),
+            ),
+            sink: Arc::new(
+                RedisTokenSink::new(client.clone(), bus.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("token sink: {e}")),
+            ),
+            requests: Arc::new(RedisRequestSink::new(client.clone(), &queue)),
+            tokens: Arc::new(RedisTokenSource::new(client, bus)),
+        }
+    }
 }
 
 /// Whether the broker answers; `false` after [`skip_or_fail`] said why.
@@ -121,44 +181,35 @@ impl Drop for RedisCleanup {
     }
 }
 
-/// Deletes what a RabbitMQ namespace declared (queues, exchanges) when dropped, on a
-/// runtime of its own (Drop cannot await). Reply queues are exclusive and go by themselves.
+/// Deletes what a RabbitMQ namespace declared (queues, exchanges) when dropped. Reply
+/// queues are exclusive and go by themselves.
 #[derive(Debug)]
 pub struct AmqpCleanup(pub String);
 
 impl Drop for AmqpCleanup {
     fn drop(&mut self) {
         let c = amqp_config(&self.0);
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+        block_on_aside(async move {
+            let url = c.normalized_url();
+            let Ok(conn) = lapin::Connection::connect(&url, Default::default()).await else {
                 return;
             };
-            rt.block_on(async move {
-                let url = c.normalized_url();
-                let Ok(conn) = lapin::Connection::connect(&url, Default::default()).await else {
-                    return;
-                };
-                if let Ok(ch) = conn.create_channel().await {
-                    for q in [&c.request_queue, &c.dead_letter_queue] {
-                        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
-                    }
-                    for x in [
-                        &c.dead_letter_exchange,
-                        &c.token_exchange,
-                        &c.control_exchange,
-                    ] {
-                        let _ = ch
-                            .exchange_delete(x.as_str().into(), Default::default())
-                            .await;
-                    }
+            if let Ok(ch) = conn.create_channel().await {
+                for q in [&c.request_queue, &c.dead_letter_queue] {
+                    let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
                 }
-                let _ = conn.close(200, "test cleanup".into()).await;
-            });
-        })
-        .join();
+                for x in [
+                    &c.dead_letter_exchange,
+                    &c.token_exchange,
+                    &c.control_exchange,
+                ] {
+                    let _ = ch
+                        .exchange_delete(x.as_str().into(), Default::default())
+                        .await;
+                }
+            }
+            let _ = conn.close(200, "test cleanup".into()).await;
+        });
     }
 }
 
@@ -178,20 +229,6 @@ pub fn namespace(tag: &str) -> Namespace {
         _redis: RedisCleanup(redis_prefix(&name)),
         name,
     }
-}
-
-fn example_path() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap_or_else(|| panic!("odd path {exe:?}"));
-    let path = dir.join("examples").join("chaos_worker");
-    assert!(
-        path.exists(),
-        "{path:?} missing: run `cargo build --example chaos_worker --features amqp,redis` first"
-    );
-    path
 }
 
 /// A running `chaos_worker` process, killed when dropped.
@@ -235,7 +272,7 @@ impl Spec {
 
     /// Starts the process and waits for its ready line.
     pub async fn start(&self) -> Proc {
-        let mut cmd = Command::new(example_path());
+        let mut cmd = Command::new(example_path("chaos_worker"));
         cmd.env("CHAOS_BROKER", self.kind.env())
             .env(
                 "CHAOS_ROLE",
@@ -252,41 +289,23 @@ impl Spec {
             .env("CHATSTREAM_REDIS_URL", redis_url())
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
-            .env("LOG_LEVEL", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn chaos_worker: {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let (tx, mut lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let ready = within("chaos_worker ready line", STEP, async {
-            while let Some(line) = lines.recv().await {
-                if line.starts_with("chaos_worker ready")
-                    || line.starts_with("chaos_gateway listening")
-                {
-                    return line;
-                }
-            }
-            panic!("chaos_worker exited before it was ready");
+            .env("LOG_LEVEL", "error");
+        let started = start(cmd, "chaos_worker", STEP, |line| {
+            (line.starts_with("chaos_worker ready") || line.starts_with("chaos_gateway listening"))
+                .then(|| line.to_owned())
         })
         .await;
-        let port = ready
+        let port = started
+            .ready
             .rsplit(':')
             .next()
             .and_then(|p| p.trim().parse().ok())
             .filter(|_| self.gateway);
-        Proc { child, lines, port }
+        Proc {
+            child: started.child,
+            lines: started.lines,
+            port,
+        }
     }
 }
 
@@ -298,11 +317,7 @@ impl Proc {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &self.pid().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} failed");
+        signal(&self.child, sig);
     }
 
     /// SIGKILL, and waits until the process is gone.
@@ -318,8 +333,10 @@ impl Proc {
             .await
             .unwrap_or_else(|e| panic!("wait: {e}"));
         assert!(status.success(), "exit status {status} after SIGTERM");
+        // The process has exited, but its last lines may still be on their way from the
+        // pipe: read up to the end of its output.
         let mut stopped = String::new();
-        while let Ok(line) = self.lines.try_recv() {
+        while let Some(line) = within("the end of its output", limit, self.lines.recv()).await {
             if line.contains("stopped") {
                 stopped = line;
             }
@@ -491,24 +508,10 @@ impl SseClient {
 /// POSTs `{"text": …}` to the gateway's `/api/chat`; returns the JSON answer.
 pub async fn submit(port: u16, text: &str) -> serde_json::Value {
     let body = serde_json::json!({ "text": text }).to_string();
-    let mut s = within("connect", STEP, TcpStream::connect(("127.0.0.1", port)))
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
-    let req = format!(
-        "POST /api/chat HTTP/1.0\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    within("write", STEP, s.write_all(req.as_bytes()))
-        .await
-        .unwrap_or_else(|e| panic!("write: {e}"));
-    let mut out = Vec::new();
-    within("read", STEP, s.read_to_end(&mut out))
-        .await
-        .unwrap_or_else(|e| panic!("read: {e}"));
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    assert!(head.contains(" 202 "), "{head}: {body}");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    let post = "POST /api/chat HTTP/1.0\r\nContent-Type: application/json";
+    let (status, body) = http(port, post, &body, STEP).await;
+    assert!(status.contains(" 202 "), "{status}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 /// Seed 001 data → the token text, `None` for anything else.

@@ -6,18 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatstream::amqp::{
-    AmqpConnection, AmqpRequestSink, AmqpRequestSource, AmqpTokenSink, AmqpTokenSource,
-    TokenTopology,
-};
-use chatstream::redis::{
-    BusConfig, QueueConfig, RedisClient, RedisRequestSink, RedisRequestSource, RedisTokenSink,
-    RedisTokenSource,
-};
-use chatstream::{
-    ChatRequest, DynMessageSource, DynRequestSink, DynTokenSink, DynTokenSource, Gateway,
-    ScriptedBackend, StreamKey, Worker,
-};
+use chatstream::amqp::{AmqpConnection, TokenTopology};
+use chatstream::redis::QueueConfig;
+use chatstream::{ChatRequest, Gateway, ScriptedBackend, StreamKey, Worker};
 
 use crate::common::*;
 
@@ -48,56 +39,25 @@ async fn carry(kind: Kind) {
     let ns = namespace(&format!("keys-{}", kind.env()));
     let name = ns.name.clone();
     let mut _cleanup = None;
-    let (source, sink, requests, tokens): (
-        Arc<DynMessageSource>,
-        Arc<DynTokenSink>,
-        Arc<DynRequestSink>,
-        Arc<DynTokenSource>,
-    ) = match kind {
+    let ends = match kind {
         Kind::Amqp => {
             let mut config = amqp_config(&name);
             // The topic topology routes by the key: the one where escaping matters.
             config.token_topology = TokenTopology::Topic;
             let conn = AmqpConnection::connect(config).await.expect("test setup");
-            (
-                Arc::new(AmqpRequestSource::new(&conn).await.expect("test setup")),
-                Arc::new(AmqpTokenSink::new(&conn).await.expect("test setup")),
-                Arc::new(AmqpRequestSink::new(&conn).await.expect("test setup")),
-                Arc::new(AmqpTokenSource::new(&conn).await.expect("test setup")),
-            )
+            Ends::amqp(&conn).await
         }
         Kind::Redis => {
             let prefix = redis_prefix(&name);
             _cleanup = Some(RedisCleanup(prefix.clone()));
-            let client = RedisClient::connect(&redis_url(), &prefix)
-                .await
-                .expect("test setup");
-            let queue = QueueConfig::default();
-            let bus = BusConfig {
-                block: Duration::from_secs(1),
-                ..BusConfig::default()
-            };
-            (
-                Arc::new(
-                    RedisRequestSource::new(client.clone(), queue.clone())
-                        .await
-                        .expect("test setup"),
-                ),
-                Arc::new(
-                    RedisTokenSink::new(client.clone(), bus.clone())
-                        .await
-                        .expect("test setup"),
-                ),
-                Arc::new(RedisRequestSink::new(client.clone(), &queue)),
-                Arc::new(RedisTokenSource::new(client, bus)),
-            )
+            Ends::redis(&prefix, QueueConfig::default()).await
         }
     };
     let backend = ScriptedBackend::default().with_delay(Duration::from_millis(5));
-    let worker = Worker::builder(source, sink, Arc::new(backend))
+    let worker = Worker::builder(ends.source, ends.sink, Arc::new(backend))
         .build()
         .spawn();
-    let gateway = Gateway::builder(requests, tokens).build();
+    let gateway = Gateway::builder(ends.requests, ends.tokens).build();
 
     let mut clients = tokio::task::JoinSet::new();
     for key in hostile_keys() {

@@ -14,4 +14,6 @@ mod common;
 mod gateway_death;
 mod hostile_keys;
 mod shutdown;
+#[path = "../support/mod.rs"]
+mod support;
 mod worker_death;
