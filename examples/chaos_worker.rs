@@ -30,6 +30,7 @@
 mod support;
 
 use std::error::Error;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,7 +62,11 @@ struct Broker {
 }
 
 #[tokio::main]
-async fn main() -> BoxResult<()> {
+async fn main() -> ExitCode {
+    support::exit_code("chaos_worker", run().await)
+}
+
+async fn run() -> BoxResult<()> {
     init_logging("warn");
     let gateway_role = match env("CHAOS_ROLE").as_deref() {
         None | Some("worker") => false,

@@ -56,6 +56,7 @@
 mod support;
 
 use std::error::Error;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,7 +122,11 @@ enum RestTopology {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> ExitCode {
+    support::exit_code("queue_worker", run().await)
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
     let _ = dotenvy::dotenv();
     let args = Args::parse();
     // Seed 003 uses logrus level names; Python's are accepted too.

@@ -28,6 +28,7 @@
 mod support;
 
 use std::error::Error;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,7 +61,11 @@ const STREAM_TIMEOUT: Duration = Duration::from_secs(600);
 const SCRIPTED_DELAY: Duration = Duration::from_millis(30);
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> ExitCode {
+    support::exit_code("quickstart", run().await)
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
     let _ = dotenvy::dotenv();
     init_logging("info");
 

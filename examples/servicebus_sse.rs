@@ -41,6 +41,7 @@
 mod support;
 
 use std::error::Error;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,7 +56,11 @@ use tower_http::trace::TraceLayer;
 const STREAM_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> ExitCode {
+    support::exit_code("servicebus_sse", run().await)
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
     let _ = dotenvy::dotenv();
     // The seed uses Python's level names.
     init_logging("info");

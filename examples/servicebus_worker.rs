@@ -44,6 +44,7 @@
 mod support;
 
 use std::error::Error;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,7 +64,11 @@ const DEFAULT_TOKEN_DELAY: Duration = Duration::from_millis(100);
 const DEMO_ANSWER: &str = "This is a response to your message \"{text}\" (message {message_id}).";
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> ExitCode {
+    support::exit_code("servicebus_worker", run().await)
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
     let _ = dotenvy::dotenv();
     // The seed uses Python's level names.
     init_logging("info");

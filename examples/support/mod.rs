@@ -11,6 +11,7 @@
 
 use std::error::Error;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use chatstream::DynLlmBackend;
@@ -93,4 +94,25 @@ pub(crate) fn configured_openai() -> Result<Option<Arc<DynLlmBackend>>, Box<dyn 
         tracing::warn!("OPENAI_URL/OPENAI_API_KEY set, but this build lacks feature `openai`");
     }
     Ok(None)
+}
+
+/// The exit code for what `run` returned; an error is printed as `name: message: cause`
+/// (each cause not already in the message), not as the `Debug` dump `main` returning an
+/// error would print.
+pub(crate) fn exit_code(name: &str, result: Result<(), Box<dyn Error>>) -> ExitCode {
+    let Err(e) = result else {
+        return ExitCode::SUCCESS;
+    };
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    eprintln!("{name}: {text}");
+    ExitCode::FAILURE
 }
