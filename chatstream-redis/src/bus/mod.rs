@@ -39,6 +39,11 @@
 //!   entry added there makes its `XREAD` return at once. A wake-up sent just before the read
 //!   reaches Redis is therefore never lost (a `CLIENT UNBLOCK` would be).
 //! - A dropped subscription wakes its reader, which forgets the stream at once.
+//! - While tokens flow, reads are spaced so that the source's readers together scan at most
+//!   [`BusConfig::scan_rate`] keys per second (10 ms apart per reader at 1,000 streams,
+//!   100 ms at 10,000 with the default): one `XREAD` brings many envelopes, and Redis's
+//!   work for the reads stays bounded however many streams are open, at the price of that
+//!   delay for envelopes that follow one another closely.
 //! - A subscriber that does not keep up is buffered up to [`BusConfig::read_count`]
 //!   envelopes (one more read may add another `read_count`); then its reader stops reading
 //!   that stream, keeping its position, until the subscriber has taken half. The reader's
@@ -84,6 +89,16 @@ pub struct BusConfig {
     /// connections; more means longer `XREAD` commands, which Redis scans key by key each
     /// time any of the streams has news.
     pub streams_per_reader: usize,
+    /// Keys per second the source's readers together ask Redis to scan at most while
+    /// tokens flow: after a read that brought entries, a reader waits until (streams
+    /// followed by the source) ÷ `scan_rate` after its start before the next (10 ms at
+    /// 1,000 streams, 100 ms at 10,000 with the default 100,000; at most [`Self::block`]).
+    /// A stream's first envelope after a quiet spell is not delayed (the read is already
+    /// waiting); later ones up to that long. Under load Redis 7.0 spent 2–3 µs per key of a
+    /// multi-stream `XREAD` here, so the default bounds the reads to about a quarter of a
+    /// Redis core; 400,000 halves the added delay at 1,000 streams but let the reads
+    /// swamp Redis at 10,000 (BENCHMARKS.md).
+    pub scan_rate: usize,
 }
 
 impl Default for BusConfig {
@@ -96,6 +111,7 @@ impl Default for BusConfig {
             block: Duration::from_secs(5),
             read_count: 512,
             streams_per_reader: 256,
+            scan_rate: 100_000,
         }
     }
 }

@@ -14,6 +14,14 @@
 //!   ([`BusConfig::read_count`](super::BusConfig::read_count) envelopes). When it is full the
 //!   reader leaves that stream out of its reads, keeping its position, until the consumer has
 //!   taken half of it; the other streams of the reader go on.
+//! - **Gathering.** Redis scans every key of an `XREAD` each time (and registers and
+//!   unregisters every key when it blocks), so reading busy streams back to back would cost
+//!   a full scan per envelope or two. After a read that brought entries, a reader waits
+//!   until (streams followed by the source) ÷ [`BusConfig::scan_rate`](super::BusConfig::scan_rate)
+//!   after its start before the next: all readers together then scan at most `scan_rate`
+//!   keys per second, whatever the number of streams, and each read brings more envelopes
+//!   the more streams there are. After a quiet spell the read is already waiting in
+//!   `BLOCK`, so a stream's first envelope is not delayed.
 //! - **Expiry and trimming** are checked per stream as before: the marker is probed (one
 //!   pipeline for all streams that need it) when a stream's entries do not follow on from its
 //!   position, or when nothing came for it for [`BusConfig::block`](super::BusConfig::block).
@@ -21,6 +29,7 @@
 //!   nothing; a dropped subscription wakes its reader, which forgets the stream.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -51,6 +60,8 @@ pub(super) struct Mux {
     client: RedisClient,
     config: BusConfig,
     readers: Mutex<Vec<Arc<Shared>>>,
+    /// Streams followed by all readers (the sum of their inbox counts).
+    followed: AtomicUsize,
 }
 
 /// What a reader task shares with the subscriptions it follows.
@@ -100,6 +111,7 @@ impl Mux {
             client,
             config,
             readers: Mutex::new(Vec::new()),
+            followed: AtomicUsize::new(0),
         }
     }
 
@@ -124,6 +136,7 @@ impl Mux {
         });
         let per_reader = self.config.streams_per_reader.max(1);
         let mut readers = lock(&self.readers);
+        self.followed.fetch_add(1, Ordering::Relaxed);
         for reader in readers.iter() {
             let mut inbox = lock(&reader.inbox);
             if !inbox.closed && inbox.count < per_reader {
@@ -162,10 +175,16 @@ impl Mux {
 
     /// Streams followed by all readers.
     pub(super) fn followed(&self) -> usize {
-        lock(&self.readers)
-            .iter()
-            .map(|r| lock(&r.inbox).count)
-            .sum()
+        self.followed.load(Ordering::Relaxed)
+    }
+
+    /// How long after the start of a read that brought entries a reader waits before the
+    /// next: long enough that all readers together ask Redis to scan at most
+    /// [`BusConfig::scan_rate`] keys per second.
+    fn linger(&self) -> Duration {
+        let followed = self.followed() as f64;
+        Duration::from_secs_f64(followed / self.config.scan_rate.max(1) as f64)
+            .min(self.config.block)
     }
 
     /// Reader tasks running.
@@ -228,7 +247,16 @@ struct Found<'a> {
 impl Reader {
     async fn run(mut self) {
         let mut backoff = FIRST_BACKOFF;
-        while self.sync() {
+        let mut linger_until: Option<Instant> = None;
+        loop {
+            if let Some(until) = linger_until.take() {
+                if until > Instant::now() {
+                    tokio::time::sleep_until(until).await;
+                }
+            }
+            if !self.sync() {
+                return;
+            }
             let active: Vec<usize> = (0..self.follows.len())
                 .filter(|&i| !self.follows[i].slot.paused())
                 .collect();
@@ -237,8 +265,15 @@ impl Reader {
                 self.shared.notify.notified().await;
                 continue;
             }
+            let started = Instant::now();
             match self.round(&active).await {
-                Ok(()) => backoff = FIRST_BACKOFF,
+                Ok(had_news) => {
+                    backoff = FIRST_BACKOFF;
+                    if had_news {
+                        // Let entries gather before the next read (see `BusConfig::scan_rate`).
+                        linger_until = Some(started + self.mux.linger());
+                    }
+                }
                 Err(e) => {
                     self.conn = None;
                     if e.transient() && backoff <= MAX_BACKOFF {
@@ -264,7 +299,18 @@ impl Reader {
         let mut inbox = lock(&self.shared.inbox);
         self.follows.append(&mut inbox.pending);
         self.follows.retain(|f| !f.slot.dropped());
-        inbox.count = self.follows.len();
+        let count = self.follows.len();
+        // Only changed under this lock, so the difference is exact.
+        if count >= inbox.count {
+            self.mux
+                .followed
+                .fetch_add(count - inbox.count, Ordering::Relaxed);
+        } else {
+            self.mux
+                .followed
+                .fetch_sub(inbox.count - count, Ordering::Relaxed);
+        }
+        inbox.count = count;
         if !self.follows.is_empty() {
             return true;
         }
@@ -280,8 +326,9 @@ impl Reader {
         false
     }
 
-    /// One `XREAD` over the active streams, the probes it calls for, and delivery.
-    async fn round(&mut self, active: &[usize]) -> std::result::Result<(), RoundError> {
+    /// One `XREAD` over the active streams, the probes it calls for, and delivery; whether
+    /// any stream had entries.
+    async fn round(&mut self, active: &[usize]) -> std::result::Result<bool, RoundError> {
         let config = &self.mux.config;
         let mut pipe = redis::pipe();
         {
@@ -347,6 +394,7 @@ impl Reader {
         {
             self.wake_id = last.id;
         }
+        let had_news = !entries.is_empty();
 
         let now = Instant::now();
         let mut found = Vec::new();
@@ -385,7 +433,7 @@ impl Reader {
             }
             let conn = match self.conn.as_mut() {
                 Some(c) => c,
-                None => return Ok(()), // cannot happen: the read above used it
+                None => return Ok(had_news), // cannot happen: the read above used it
             };
             let values: Vec<redis::Value> = conn.query(&pipe).await?;
             for chunk in values.chunks(3) {
@@ -410,7 +458,7 @@ impl Reader {
             }
         }
         self.forget(ended);
-        Ok(())
+        Ok(had_news)
     }
 
     /// Ends the subscriptions a failed round was for. A command error (not a connection
