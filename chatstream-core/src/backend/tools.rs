@@ -1,48 +1,5 @@
 //! Tool calling: the [`Tool`] trait, and [`ToolLoopLayer`], which runs the tools a model
 //! asks for and asks the model again with their results.
-//!
-//! ```
-//! use std::sync::Arc;
-//! use async_trait::async_trait;
-//! use chatstream_core::backend::{LlmBackendExt, Tool, ToolLoopLayer};
-//! use chatstream_core::ScriptedBackend;
-//!
-//! #[derive(Debug)]
-//! struct Clock;
-//!
-//! #[async_trait]
-//! impl Tool for Clock {
-//!     fn name(&self) -> &str { "get_time" }
-//!     fn description(&self) -> &str { "The current time, UTC." }
-//!     fn parameters(&self) -> serde_json::Value { serde_json::json!({"type": "object", "properties": {}}) }
-//!     async fn call(&self, _arguments: &str) -> chatstream_core::Result<String> {
-//!         Ok("12:00".to_owned())
-//!     }
-//! }
-//!
-//! let backend = ScriptedBackend::default()
-//!     .layer(ToolLoopLayer::new([Arc::new(Clock) as _]))
-//!     .shared();
-//! # let _ = backend;
-//! ```
-//!
-//! # The loop
-//!
-//! [`ToolLoop`] offers the tools' [definitions](ToolDefinition) to the inner backend in the
-//! request's [`meta::TOOLS`] entry (the OpenAI backend sends them as `tools`). Text passes
-//! through as it comes. [`LlmEvent::ToolCall`]s pass through too (the worker shows
-//! "processing" with the tool's name) and are collected; when the inner stream then finishes
-//! (`tool_calls`, or `stop` as some servers say), the tools run — concurrently, each call's
-//! result in order — and the inner backend is asked again with the request's messages plus
-//! the assistant message asking for the calls and one [`Role::Tool`](crate::Role::Tool)
-//! message per result. Usage is summed over the rounds and reported once, before the last
-//! `Finish`.
-//!
-//! A tool that fails, or a call of a tool nobody registered, answers the model with
-//! `{"error": "…"}`, so the model can tell the user. A model that still asks for tools after
-//! [`ToolLoopLayer::with_max_rounds`] rounds (default 5) ends the stream with
-//! [`Error::Invalid`]. The tool messages are not part of what the worker saves: the history
-//! keeps the user's message and the answer's text.
 
 #[cfg(feature = "openai")]
 mod weather;
@@ -145,7 +102,50 @@ impl ToolDefinition {
     }
 }
 
-/// Runs the tools the model asks for and asks again (see the [module docs](self)).
+/// Runs the tools the model asks for and asks again.
+///
+/// ```
+/// use std::sync::Arc;
+/// use async_trait::async_trait;
+/// use chatstream_core::backend::{LlmBackendExt, Tool, ToolLoopLayer};
+/// use chatstream_core::ScriptedBackend;
+///
+/// #[derive(Debug)]
+/// struct Clock;
+///
+/// #[async_trait]
+/// impl Tool for Clock {
+///     fn name(&self) -> &str { "get_time" }
+///     fn description(&self) -> &str { "The current time, UTC." }
+///     fn parameters(&self) -> serde_json::Value { serde_json::json!({"type": "object", "properties": {}}) }
+///     async fn call(&self, _arguments: &str) -> chatstream_core::Result<String> {
+///         Ok("12:00".to_owned())
+///     }
+/// }
+///
+/// let backend = ScriptedBackend::default()
+///     .layer(ToolLoopLayer::new([Arc::new(Clock) as _]))
+///     .shared();
+/// # let _ = backend;
+/// ```
+///
+/// # The loop
+///
+/// [`ToolLoop`] offers the tools' [definitions](ToolDefinition) to the inner backend in the
+/// request's [`meta::TOOLS`] entry (the OpenAI backend sends them as `tools`). Text passes
+/// through as it comes. [`LlmEvent::ToolCall`]s pass through too (the worker shows
+/// "processing" with the tool's name) and are collected; when the inner stream then finishes
+/// (`tool_calls`, or `stop` as some servers say), the tools run — concurrently, each call's
+/// result in order — and the inner backend is asked again with the request's messages plus
+/// the assistant message asking for the calls and one [`Role::Tool`](crate::Role::Tool)
+/// message per result. Usage is summed over the rounds and reported once, before the last
+/// `Finish`.
+///
+/// A tool that fails, or a call of a tool nobody registered, answers the model with
+/// `{"error": "…"}`, so the model can tell the user. A model that still asks for tools after
+/// [`ToolLoopLayer::with_max_rounds`] rounds (default 5) ends the stream with
+/// [`Error::Invalid`]. The tool messages are not part of what the worker saves: the history
+/// keeps the user's message and the answer's text.
 #[derive(Debug, Clone)]
 pub struct ToolLoopLayer {
     tools: Arc<[Arc<DynTool>]>,

@@ -101,8 +101,8 @@ pub trait TokenSink: Send + Sync + Debug + 'static {
 pub trait TokenSource: Send + Sync + Debug + 'static {
     /// Subscribes to one stream. With `after_seq = None` the stream is read from its
     /// start where the broker keeps it, else from now; with `Some(n)` the envelopes after
-    /// `n` are replayed first. Fails with [`Error::HistoryLost`] when some of the asked-for
-    /// history is gone, and [`Error::Unsupported`] where the broker keeps none.
+    /// `n` are replayed first. Fails with [`Error::HistoryLost`](crate::Error::HistoryLost) when some of the asked-for
+    /// history is gone, and [`Error::Unsupported`](crate::Error::Unsupported) where the broker keeps none.
     /// The returned stream ends after the `End` envelope; a subscription at or after the
     /// `End` of a finished stream yields that `End` again, so the subscriber learns the
     /// stream is over instead of waiting.
