@@ -93,8 +93,9 @@ pub struct BusConfig {
     /// tokens flow: after a read that brought entries, a reader waits until (streams
     /// followed by the source) ÷ `scan_rate` after its start before the next (10 ms at
     /// 1,000 streams, 100 ms at 10,000 with the default 100,000; at most [`Self::block`]).
-    /// A stream's first envelope after a quiet spell is not delayed (the read is already
-    /// waiting); later ones up to that long. Under load Redis 7.0 spent 2–3 µs per key of a
+    /// When all of a reader's streams were quiet, the first envelope to come is not
+    /// delayed (the read is already waiting); while they are busy, envelopes wait up to
+    /// that long. Under load Redis 7.0 spent 2–3 µs per key of a
     /// multi-stream `XREAD` here, so the default bounds the reads to about a quarter of a
     /// Redis core; 400,000 halves the added delay at 1,000 streams but let the reads
     /// swamp Redis at 10,000 (BENCHMARKS.md).

@@ -20,8 +20,8 @@
 //!   until (streams followed by the source) ÷ [`BusConfig::scan_rate`](super::BusConfig::scan_rate)
 //!   after its start before the next: all readers together then scan at most `scan_rate`
 //!   keys per second, whatever the number of streams, and each read brings more envelopes
-//!   the more streams there are. After a quiet spell the read is already waiting in
-//!   `BLOCK`, so a stream's first envelope is not delayed.
+//!   the more streams there are. When all of a reader's streams were quiet, its read is
+//!   already waiting in `BLOCK`, and the first envelope to come is not delayed.
 //! - **Expiry and trimming** are checked per stream as before: the marker is probed (one
 //!   pipeline for all streams that need it) when a stream's entries do not follow on from its
 //!   position, or when nothing came for it for [`BusConfig::block`](super::BusConfig::block).
