@@ -18,7 +18,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `testkit` | [`testkit::RedisHarness`]: the conformance suite's harness on a real Redis |
+//! | `testkit` | `testkit::RedisHarness`: the conformance suite's harness on a real Redis |
 //!
 //! ```no_run
 //! use std::sync::Arc;
