@@ -14,7 +14,9 @@
 //!
 //! A browser subscribes to its channel (`{"action": "subscribe", "channel": "…"}`) and
 //! receives the answers to every request published on that channel, by itself
-//! (`{"action": "message", …}` on the socket) or by another client straight to RabbitMQ.
+//! (`{"action": "message", …}` on the socket) or by another client straight to RabbitMQ —
+//! whichever instance's worker answers it: workers announce every stream they start on
+//! Redis pub/sub (`{REDIS_PREFIX}streams`), and every instance's `/ws` follows that news.
 //! The same answers are readable as seed 001 SSE at `GET /api/stream/{channel}/{message_id}`
 //! (with `Last-Event-ID` resume on any instance).
 //!
@@ -64,7 +66,7 @@ use chatstream::backend::{
 };
 use chatstream::redis::{
     BusConfig, RedisCancelChannel, RedisClient, RedisConfig, RedisConversationStore,
-    RedisTokenSink, RedisTokenSource,
+    RedisSessionFeed, RedisTokenSink, RedisTokenSource,
 };
 use chatstream::worker::shutdown_signal;
 use chatstream::{
@@ -310,10 +312,15 @@ async fn serve(config: &RedisConfig, gateway_only: bool) -> Res<()> {
         config.thread_expiry,
     ));
     let cancels = Arc::new(RedisCancelChannel::new(redis.clone()));
+    // News of every stream a worker starts, in any process, so that the browsers listening
+    // to its channel here learn of it: requests published straight to RabbitMQ may be
+    // answered by the worker of another instance.
+    let feed = Arc::new(RedisSessionFeed::new(redis.clone()));
     let mut amqp_config = AmqpConfig::seed004();
     amqp_config.prefetch = CONCURRENCY as u16;
     let amqp = AmqpConnection::connect(amqp_config).await?;
     let channels = Channels::new();
+    channels.follow(&*feed).await?;
 
     let worker = if gateway_only {
         None
@@ -325,6 +332,7 @@ async fn serve(config: &RedisConfig, gateway_only: bool) -> Res<()> {
         let worker = Worker::builder(Arc::new(source), Arc::new(sink), backend()?)
             .store(store.clone())
             .cancels(cancels.clone())
+            .session_feed(feed.clone())
             .config(WorkerConfig {
                 concurrency: CONCURRENCY,
                 shutdown_grace: Duration::from_secs(10),

@@ -11,7 +11,9 @@
 //!   no one can be asked);
 //! - a client that drops mid-answer and reconnects to a *different* process (a second,
 //!   `--gateway-only` instance) with `Last-Event-ID` receives exactly the missing tokens,
-//!   over the seed 001 SSE route both processes serve from the Redis token bus.
+//!   over the seed 001 SSE route both processes serve from the Redis token bus;
+//! - a browser on a `--gateway-only` instance gets the answer a worker in another process
+//!   gives to a request published straight to the exchange (the workers' news on Redis).
 //!
 //! Each test has its own exchange, routing key, queue and Redis prefix, and deletes them.
 //! Skips when a server is unreachable (`CHATSTREAM_AMQP_URL`, `CHATSTREAM_REDIS_URL`),
@@ -350,4 +352,40 @@ async fn a_client_resumes_on_another_gateway_process_with_exactly_the_missing_to
         .collect();
     assert_eq!(text, words.concat());
     assert_eq!(whole.last().map(|e| e.data.as_str()), Some("__END__"));
+}
+
+#[tokio::test]
+async fn a_browser_on_a_gateway_only_instance_gets_answers_a_worker_elsewhere_gives() {
+    let Some(setup) = Setup::new(Behaviour::answer(TOKENS)).await else {
+        return;
+    };
+    // The worker runs in one process; the browser is on another, which has none.
+    let _worker_instance = setup.start(&[]).await;
+    let gateway = setup.start(&["--gateway-only"]).await;
+    let mut browser = Browser::connect(&gateway).await;
+    browser.subscribe("elsewhere-channel").await;
+
+    // Published straight to RabbitMQ, as seed 004's clients do: only the other process's
+    // worker takes it, and only its news tells this gateway that the stream exists.
+    setup
+        .publish("elsewhere-channel", "e-1", "What is the capital of France?")
+        .await;
+    // One limit for the whole answer: keep-alive messages would extend a per-message one.
+    let answer = within(
+        "the answer from the other process",
+        WAIT,
+        browser.answer("e-1"),
+    )
+    .await;
+    assert_eq!(
+        (answer[0].kind.as_str(), answer[0].status.as_str()),
+        ("status", "started"),
+        "{answer:?}"
+    );
+    let last = answer.last().unwrap_or_else(|| panic!("no messages"));
+    assert_eq!(
+        (last.kind.as_str(), last.status.as_str(), last.final_message),
+        ("response", "completed", Some(true))
+    );
+    assert_eq!(streamed_text(&answer), TOKENS.concat());
 }

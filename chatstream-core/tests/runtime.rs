@@ -556,3 +556,51 @@ fn seq_numbers_of_a_new_attempt_stay_above_the_old_ones() {
     );
     assert_eq!(TokenEnvelope::attempt_of_seq(12), 1);
 }
+
+#[tokio::test]
+async fn a_worker_with_a_session_feed_announces_each_stream_it_answers() {
+    use chatstream_core::{RequestSink, SessionFeed};
+
+    let broker = InMemoryBroker::new();
+    let mut news = broker.announcements().await.expect("announcements");
+    let handle = Worker::builder(
+        Arc::new(broker.message_source()),
+        Arc::new(broker.clone()),
+        Arc::new(ScriptedBackend::default()),
+    )
+    .session_feed(Arc::new(broker.clone()))
+    .build()
+    .spawn();
+    // Published straight to the broker, as seed 004's clients do: no gateway knows of it.
+    let key = StreamKey::new("channel-1", "m-1");
+    broker
+        .submit(&ChatRequest::new(key.clone(), "hi"))
+        .await
+        .expect("submit");
+    assert_eq!(within(news.next()).await, Some(key.clone()));
+    // A gateway that learns of it from the news reads the whole answer from the start.
+    let gateway = Gateway::builder(Arc::new(broker.clone()), Arc::new(broker.clone())).build();
+    let events: Vec<ClientEvent> = within(
+        gateway
+            .subscribe(&key, None)
+            .await
+            .expect("subscribe")
+            .collect(),
+    )
+    .await;
+    let text: String = events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Envelope(env) => match &env.event {
+                StreamEvent::Token { text } => Some(text.as_str()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        text,
+        ScriptedBackend::default().answer(&ChatRequest::new(key, "hi"))
+    );
+    handle.shutdown().await;
+}

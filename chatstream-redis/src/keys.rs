@@ -13,6 +13,7 @@
 //! | `P{queue:NAME}:dead` | stream | dead letters: `body`, `reason`, `deliveries`, `id` |
 //! | `Preader:ID:wake` | stream | one entry at most: added to wake a token source's reader `ID` (random) from its `XREAD BLOCK`; expires a minute after its last use |
 //! | `Pcancel` | pub/sub channel | cancels, `{"sessionId": …, "messageId": …}` |
+//! | `Pstreams` | pub/sub channel | news of started streams (`RedisSessionFeed`), same JSON |
 //!
 //! `P` is the prefix (`REDIS_PREFIX`, default `cosmo:`). Parts that come from users (ids,
 //! channel names, stream keys) are percent-encoded: every byte outside `A-Z a-z 0-9 - _ . ~ @`
@@ -98,6 +99,12 @@ impl Keys {
     /// The pub/sub channel of cancels.
     pub fn cancel_channel(&self) -> String {
         format!("{}cancel", self.prefix)
+    }
+
+    /// The pub/sub channel of news of started streams
+    /// ([`RedisSessionFeed`](crate::RedisSessionFeed)).
+    pub fn streams_channel(&self) -> String {
+        format!("{}streams", self.prefix)
     }
 
     /// `SCAN` pattern of conversation metadata hashes.

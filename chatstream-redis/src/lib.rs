@@ -11,6 +11,7 @@
 //! | [`RedisRequestSink`] | [`RequestSink`](chatstream_core::RequestSink) | `XADD` to the request stream; dead letters readable |
 //! | [`RedisRequestSource`] | [`MessageSource`](chatstream_core::MessageSource) | consumer group, `XREADGROUP BLOCK`, `XACK`, `XAUTOCLAIM` of crashed consumers' entries, dead-letter stream |
 //! | [`RedisCancelChannel`] | [`CancelChannel`](chatstream_core::CancelChannel) | pub/sub |
+//! | [`RedisSessionFeed`] | [`SessionFeed`](chatstream_core::SessionFeed) | pub/sub: news of started streams, for gateways whose WebSocket clients follow whole sessions |
 //! | [`RedisClient`] | — | the shared auto-reconnecting connection (plus dedicated ones for blocking reads) |
 //!
 //! The key layout is in [`keys`]; how `seq` maps to entry ids and when history is lost in
@@ -68,7 +69,7 @@ mod store;
 pub mod testkit;
 
 pub use bus::{BusConfig, RedisTokenSink, RedisTokenSource};
-pub use cancel::RedisCancelChannel;
+pub use cancel::{RedisCancelChannel, RedisSessionFeed};
 pub use client::{RedisClient, RedisConfig};
 pub use error::Error;
 pub use keys::Keys;

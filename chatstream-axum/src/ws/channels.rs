@@ -7,8 +7,9 @@
 //! requests its clients send, and [`Channels::announcing`] wraps a worker's
 //! [`MessageSource`] so that every request that worker takes is announced too — requests
 //! published straight to the broker included. That covers every deployment where the
-//! gateway and the workers share a process (the in-memory broker); across processes the
-//! broker must carry the news (see the crate's issue about a session watch in core).
+//! gateway and the workers share a process (the in-memory broker). Across processes the
+//! broker carries the news: workers announce on a [`SessionFeed`](chatstream_core::SessionFeed)
+//! and the directory [follows](Channels::follow) it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
@@ -16,8 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
-use chatstream_core::{Delivery, MessageSource, Result, StreamKey};
-use futures::Stream;
+use chatstream_core::{Delivery, DynSessionFeed, MessageSource, Result, StreamKey};
+use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
@@ -54,6 +55,29 @@ impl Channels {
     /// Channels with at least one listener.
     pub fn listened(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Follows `feed`, announcing here every stream announced there — by workers in any
+    /// process ([`WorkerBuilder::session_feed`](chatstream_core::worker::WorkerBuilder::session_feed)),
+    /// so that clients of this gateway learn of answers to requests published straight to
+    /// the broker and answered elsewhere. Subscribed when this returns; follows until this
+    /// directory (every clone of it) is dropped. News of channels nobody listens to here is
+    /// dropped at once.
+    pub async fn follow(&self, feed: &DynSessionFeed) -> Result<()> {
+        let mut news = feed.announcements().await?;
+        let senders = Arc::downgrade(&self.senders);
+        tokio::spawn(async move {
+            while let Some(key) = news.next().await {
+                let Some(senders) = senders.upgrade() else {
+                    return;
+                };
+                Channels { senders }.announce(&key);
+            }
+            tracing::warn!(
+                "the session feed ended; streams started elsewhere are no longer announced"
+            );
+        });
+        Ok(())
     }
 
     /// Wraps `source` (a worker's request source) so that every request taken from it is
@@ -185,6 +209,27 @@ impl Seen {
 mod tests {
     use super::*;
     use futures::StreamExt;
+
+    #[tokio::test]
+    async fn news_from_a_session_feed_reaches_the_listeners_of_its_channel() {
+        use chatstream_core::{InMemoryBroker, SessionFeed};
+
+        let broker = InMemoryBroker::new();
+        let channels = Channels::new();
+        channels.follow(&broker).await.expect("follow");
+        let mut a = channels.listen(Arc::from("a"));
+        // A worker elsewhere announces two streams; only channel a's reaches a.
+        broker
+            .announce(&StreamKey::new("b", "1"))
+            .await
+            .expect("announce");
+        broker
+            .announce(&StreamKey::new("a", "2"))
+            .await
+            .expect("announce");
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), a.next()).await;
+        assert_eq!(got.ok().flatten(), Some(Ok(StreamKey::new("a", "2"))));
+    }
 
     #[tokio::test]
     async fn listeners_get_their_channel_only_and_leave_no_trace() {

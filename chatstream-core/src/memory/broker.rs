@@ -15,7 +15,7 @@ use super::queue::{Payload, QueueState};
 use super::streams::Streams;
 use crate::{
     Acker, CancelChannel, ChatRequest, Delivery, Destination, EnvelopeStream, Error, MessageSource,
-    RequestSink, Result, StreamKey, TokenEnvelope, TokenSink, TokenSource,
+    RequestSink, Result, SessionFeed, StreamKey, TokenEnvelope, TokenSink, TokenSource,
 };
 
 pub use super::queue::DeadLetter;
@@ -73,6 +73,7 @@ struct Inner {
     ready: Notify,
     streams: Arc<Streams>,
     cancels: broadcast::Sender<StreamKey>,
+    announcements: broadcast::Sender<StreamKey>,
     config: InMemoryConfig,
     next_consumer: AtomicU64,
     requests: AtomicU64,
@@ -104,6 +105,7 @@ impl InMemoryBroker {
                     config.stale_after,
                 )),
                 cancels: broadcast::channel(1024).0,
+                announcements: broadcast::channel(1024).0,
                 config,
                 next_consumer: AtomicU64::new(1),
                 requests: AtomicU64::new(0),
@@ -300,6 +302,21 @@ impl TokenSink for InMemoryBroker {
 impl TokenSource for InMemoryBroker {
     async fn subscribe(&self, key: &StreamKey, after_seq: Option<u64>) -> Result<EnvelopeStream> {
         self.inner.streams.subscribe(key, after_seq)
+    }
+}
+
+#[async_trait]
+impl SessionFeed for InMemoryBroker {
+    async fn announce(&self, key: &StreamKey) -> Result<()> {
+        let _ = self.inner.announcements.send(key.clone());
+        Ok(())
+    }
+
+    async fn announcements(&self) -> Result<BoxStream<'static, StreamKey>> {
+        let rx = self.inner.announcements.subscribe();
+        Ok(BroadcastStream::new(rx)
+            .filter_map(|r| async move { r.ok() })
+            .boxed())
     }
 }
 

@@ -124,8 +124,28 @@ pub trait CancelChannel: Send + Sync + Debug + 'static {
     async fn cancellations(&self) -> Result<BoxStream<'static, StreamKey>>;
 }
 
+/// News that a stream started in a session, across processes: seed 004's WebSocket clients
+/// follow a whole channel (a session id) and learn of each answer on it from such news,
+/// wherever the worker that answers it runs.
+///
+/// Workers [announce](SessionFeed::announce) every request they start answering
+/// ([`WorkerBuilder::session_feed`](crate::worker::WorkerBuilder::session_feed)); gateways
+/// read the [announcements](SessionFeed::announcements) and start following the streams of
+/// the sessions their clients listen to. Like cancels, the news is a broadcast that keeps
+/// nothing: a gateway that subscribes after an announcement misses it (its clients still
+/// learn of the streams they submit themselves).
+#[async_trait]
+pub trait SessionFeed: Send + Sync + Debug + 'static {
+    /// Tells every gateway that stream `key` starts.
+    async fn announce(&self, key: &StreamKey) -> Result<()>;
+    /// The streams announced from now on, by any worker; subscribed when this returns.
+    async fn announcements(&self) -> Result<BoxStream<'static, StreamKey>>;
+}
+
 /// A message source as a trait object.
 pub type DynMessageSource = dyn MessageSource;
+/// A session feed as a trait object.
+pub type DynSessionFeed = dyn SessionFeed;
 /// A request sink as a trait object.
 pub type DynRequestSink = dyn RequestSink;
 /// A token sink as a trait object.
@@ -158,6 +178,11 @@ macro_rules! forward {
                 (**self).subscribe(key, after_seq).await
             }
             fn reply_address(&self) -> Option<String> { (**self).reply_address() }
+        }
+        #[async_trait]
+        impl<T: SessionFeed + ?Sized> SessionFeed for $ptr<T> {
+            async fn announce(&self, key: &StreamKey) -> Result<()> { (**self).announce(key).await }
+            async fn announcements(&self) -> Result<BoxStream<'static, StreamKey>> { (**self).announcements().await }
         }
         #[async_trait]
         impl<T: CancelChannel + ?Sized> CancelChannel for $ptr<T> {

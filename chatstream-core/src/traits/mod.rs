@@ -7,8 +7,8 @@ mod transport;
 
 pub use broker::{
     Acker, CancelChannel, Delivery, Destination, DynCancelChannel, DynMessageSource,
-    DynRequestSink, DynTokenSink, DynTokenSource, EnvelopeStream, MessageSource, NoRequestSink,
-    RequestSink, TokenSink, TokenSource,
+    DynRequestSink, DynSessionFeed, DynTokenSink, DynTokenSource, EnvelopeStream, MessageSource,
+    NoRequestSink, RequestSink, SessionFeed, TokenSink, TokenSource,
 };
 pub use llm::{DynLlmBackend, LlmBackend, LlmEvent, LlmLayer, LlmStream, ToolCall};
 pub use store::{

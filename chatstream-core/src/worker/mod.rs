@@ -21,8 +21,8 @@ use tokio::task::JoinSet;
 pub use coalesce::CoalesceConfig;
 
 use crate::{
-    DynCancelChannel, DynConversationStore, DynLlmBackend, DynMessageSource, DynTokenSink,
-    InMemoryConversationStore,
+    DynCancelChannel, DynConversationStore, DynLlmBackend, DynMessageSource, DynSessionFeed,
+    DynTokenSink, InMemoryConversationStore,
 };
 use batch::{BatchConfig, BatchCounters, Batcher};
 use cancel::CancelRegistry;
@@ -135,6 +135,7 @@ pub struct Worker {
     backend: Arc<DynLlmBackend>,
     store: Arc<DynConversationStore>,
     cancels: Option<Arc<DynCancelChannel>>,
+    feed: Option<Arc<DynSessionFeed>>,
     config: WorkerConfig,
 }
 
@@ -159,6 +160,7 @@ impl Worker {
                 backend,
                 store: Arc::new(InMemoryConversationStore::default()),
                 cancels: None,
+                feed: None,
                 config: WorkerConfig::default(),
             },
         }
@@ -183,6 +185,7 @@ impl Worker {
             backend,
             store,
             cancels,
+            feed,
             config,
         } = self;
         let (batcher, batch_task) = Batcher::spawn(
@@ -203,6 +206,7 @@ impl Worker {
             store,
             batcher,
             registry,
+            feed,
             config: config.clone(),
             counters: counters.clone(),
             abort: abort_rx,
@@ -259,6 +263,13 @@ impl WorkerBuilder {
     /// Sets the cancel channel the worker listens to.
     pub fn cancels(mut self, cancels: Arc<DynCancelChannel>) -> Self {
         self.worker.cancels = Some(cancels);
+        self
+    }
+    /// Announces every request the worker starts answering on `feed`, so that gateways in
+    /// other processes whose clients follow the request's session (seed 004's `/ws`) learn
+    /// of its stream. A failed announcement is logged; the answer goes on.
+    pub fn session_feed(mut self, feed: Arc<DynSessionFeed>) -> Self {
+        self.worker.feed = Some(feed);
         self
     }
     /// Sets the configuration.

@@ -15,8 +15,8 @@ use super::coalesce::Coalescer;
 use super::{Counters, WorkerConfig};
 use crate::{
     meta, Acker, ChatMessage, ChatRequest, Conversation, Delivery, Destination,
-    DynConversationStore, DynLlmBackend, DynTokenSink, Error, FinishReason, LlmEvent, Result,
-    Status, StreamEvent, StreamKey, TokenEnvelope, Usage,
+    DynConversationStore, DynLlmBackend, DynSessionFeed, DynTokenSink, Error, FinishReason,
+    LlmEvent, Result, Status, StreamEvent, StreamKey, TokenEnvelope, Usage,
 };
 
 /// What every request task shares.
@@ -27,6 +27,7 @@ pub(crate) struct Ctx {
     pub(crate) store: Arc<DynConversationStore>,
     pub(crate) batcher: Batcher,
     pub(crate) registry: CancelRegistry,
+    pub(crate) feed: Option<Arc<DynSessionFeed>>,
     pub(crate) config: WorkerConfig,
     pub(crate) counters: Arc<Counters>,
     /// Set when the shutdown grace period is over: give requests back.
@@ -95,7 +96,16 @@ pub(crate) async fn handle(ctx: &Ctx, delivery: Delivery) {
         }
     };
     let span = tracing::info_span!("request", stream = %request.key, attempt);
-    answer(ctx, request, attempt, acker).instrument(span).await;
+    async {
+        if let Some(feed) = &ctx.feed {
+            if let Err(e) = feed.announce(&request.key).await {
+                tracing::warn!(error = %e, "could not announce the stream");
+            }
+        }
+        answer(ctx, request, attempt, acker).await;
+    }
+    .instrument(span)
+    .await;
 }
 
 /// Answers a valid request and settles it.
