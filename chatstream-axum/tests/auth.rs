@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -14,7 +14,6 @@ use chatstream_axum::auth::StaticTokens;
 use chatstream_axum::quickstart::SubmitResponse;
 use chatstream_core::{GatewayConfig, ScriptedBackend, StreamKey};
 use common::*;
-use tracing::instrument::WithSubscriber;
 
 const ALICE: &str = "alice-token";
 const BOB: &str = "bob-token";
@@ -46,7 +45,27 @@ fn path(s: &SubmitResponse) -> String {
     format!("/api/stream/{}/{}", s.session_id, s.message_id)
 }
 
-/// A subscriber writing warnings into a shared buffer.
+/// The warnings of this test binary, from a global subscriber writing into a shared buffer.
+/// Not a scoped one (`with_subscriber`): tracing caches whether anyone wants a callsite's
+/// events, and a callsite another test thread hit while no subscriber was in scope could be
+/// cached as unwanted, so the scoped subscriber missed the event now and then.
+fn logs() -> &'static Logs {
+    static LOGS: OnceLock<Logs> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .unwrap_or_else(|e| panic!("a global subscriber was set already: {e}"));
+        logs
+    })
+}
+
+/// A buffer that log lines are written into.
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
 
@@ -90,17 +109,8 @@ async fn the_submitter_may_read_its_stream_and_another_user_may_not() {
     let p = pipeline(true);
     let s = submit(&p, ALICE).await;
 
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let resp = p
-        .call(with_bearer(get(&path(&s)), BOB))
-        .with_subscriber(subscriber)
-        .await;
+    let logs = logs();
+    let resp = p.call(with_bearer(get(&path(&s)), BOB)).await;
     let (status, _, err) = error_body(resp).await;
     assert_eq!((status, err.error.code.as_str()), (404, "not_found"));
     let logged = logs.text();
