@@ -15,8 +15,9 @@ use chatstream_amqp::{
 use chatstream_core::testkit::backends::GatedBackend;
 use chatstream_core::testkit::Harness;
 use chatstream_core::{
-    meta, ChatRequest, ClientEvent, FinishReason, Gateway, MessageSource, RequestSink, StreamEvent,
-    StreamKey, TokenEnvelope, TokenSink, TokenSource, Worker, WorkerHandle,
+    meta, ChatRequest, ClientEvent, ClientStream, FinishReason, Gateway, MessageSource,
+    RequestSink, StreamEvent, StreamKey, TokenEnvelope, TokenSink, TokenSource, Worker,
+    WorkerHandle,
 };
 use common::{close_connection_server_side, connect_or_skip, eventually, test_config, AmqpHarness};
 use futures::StreamExt;
@@ -278,20 +279,20 @@ async fn worker_on_own_connection(
     (conn, handle)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_is_redelivered_when_its_workers_connection_is_closed_mid_stream() {
-    let Some(h) = AmqpHarness::new(test_config(TokenTopology::ReplyTo)).await else {
-        return;
-    };
-    let stuck = GatedBackend::new(6, 3);
-    let (worker_conn, first) = worker_on_own_connection(&h.config, stuck.clone()).await;
+/// Submits a request through a gateway of the harness, reads it to its first token, then
+/// closes `worker_conn` server-side. `None` when rabbitmqctl could not close it (skip).
+async fn cut_mid_stream(
+    h: &AmqpHarness,
+    worker_conn: &AmqpConnection,
+    tag: &str,
+) -> Option<(ClientStream, Vec<ClientEvent>)> {
     let gateway = Gateway::builder(
         h.sink().await,
         Arc::new(AmqpTokenSource::new(&h.conn).await.expect("source")),
     )
     .build();
     let mut stream = gateway
-        .submit(ChatRequest::new(key("crash"), "hi"))
+        .submit(ChatRequest::new(key(tag), "hi"))
         .await
         .expect("submit");
     let mut events = Vec::new();
@@ -300,8 +301,38 @@ async fn a_request_is_redelivered_when_its_workers_connection_is_closed_mid_stre
     }
     if !close_connection_server_side(worker_conn.name()) {
         eprintln!("skipping: rabbitmqctl could not close the connection");
-        return;
+        return None;
     }
+    Some((stream, events))
+}
+
+/// The answer's text as a UI shows it: dropped at each reset; a fault fails the test.
+fn text_after_resets(events: &[ClientEvent]) -> String {
+    let mut text = String::new();
+    for e in events {
+        match e {
+            ClientEvent::Reset { .. } => text.clear(),
+            ClientEvent::Envelope(env) => {
+                if let StreamEvent::Token { text: t } = &env.event {
+                    text.push_str(t);
+                }
+            }
+            ClientEvent::Fault(f) => panic!("fault: {f:?}"),
+        }
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_redelivered_when_its_workers_connection_is_closed_mid_stream() {
+    let Some(h) = AmqpHarness::new(test_config(TokenTopology::ReplyTo)).await else {
+        return;
+    };
+    let stuck = GatedBackend::new(6, 3);
+    let (worker_conn, first) = worker_on_own_connection(&h.config, stuck.clone()).await;
+    let Some((mut stream, mut events)) = cut_mid_stream(&h, &worker_conn, "crash").await else {
+        return;
+    };
     let probe = worker_conn.clone();
     eventually("the worker noticing the close", WAIT, || {
         let c = probe.clone();
@@ -323,18 +354,7 @@ async fn a_request_is_redelivered_when_its_workers_connection_is_closed_mid_stre
             .any(|e| matches!(e, ClientEvent::Reset { attempt } if *attempt >= 2)),
         "no reset before the new attempt: {events:?}"
     );
-    let mut text = String::new();
-    for e in &events {
-        match e {
-            ClientEvent::Reset { .. } => text.clear(),
-            ClientEvent::Envelope(env) => {
-                if let StreamEvent::Token { text: t } = &env.event {
-                    text.push_str(t);
-                }
-            }
-            ClientEvent::Fault(f) => panic!("fault: {f:?}"),
-        }
-    }
+    let text = text_after_resets(&events);
     assert_eq!(text, good.answer(), "the whole answer of the new attempt");
     second.shutdown().await;
 }
@@ -347,23 +367,9 @@ async fn a_worker_that_lives_on_stops_the_generation_the_broker_took_back() {
     // 6 tokens, the first 3 free, the rest when the test releases them.
     let backend = GatedBackend::new(6, 3);
     let (worker_conn, worker) = worker_on_own_connection(&h.config, backend.clone()).await;
-    let gateway = Gateway::builder(
-        h.sink().await,
-        Arc::new(AmqpTokenSource::new(&h.conn).await.expect("source")),
-    )
-    .build();
-    let mut stream = gateway
-        .submit(ChatRequest::new(key("lost"), "hi"))
-        .await
-        .expect("submit");
-    let mut events = Vec::new();
-    while !events.iter().any(|e| matches!(e, ClientEvent::Envelope(env) if matches!(env.event, StreamEvent::Token { .. }))) {
-        events.push(within("first tokens", stream.next()).await.expect("stream ended early"));
-    }
-    if !close_connection_server_side(worker_conn.name()) {
-        eprintln!("skipping: rabbitmqctl could not close the connection");
+    let Some((mut stream, mut events)) = cut_mid_stream(&h, &worker_conn, "lost").await else {
         return;
-    }
+    };
     // The same worker reconnects and gets the redelivery (attempt 2), while its first
     // generation waits at the gate: that one must stop by itself, not hold its slot and go
     // on publishing attempt 1 once the gate opens.
@@ -376,18 +382,7 @@ async fn a_worker_that_lives_on_stops_the_generation_the_broker_took_back() {
     while let Some(ev) = within("the redelivered answer", stream.next()).await {
         events.push(ev);
     }
-    let mut text = String::new();
-    for e in &events {
-        match e {
-            ClientEvent::Reset { .. } => text.clear(),
-            ClientEvent::Envelope(env) => {
-                if let StreamEvent::Token { text: t } = &env.event {
-                    text.push_str(t);
-                }
-            }
-            ClientEvent::Fault(f) => panic!("fault: {f:?}"),
-        }
-    }
+    let text = text_after_resets(&events);
     assert_eq!(
         text,
         backend.answer(),
