@@ -588,18 +588,8 @@ async fn a_worker_with_a_session_feed_announces_each_stream_it_answers() {
             .collect(),
     )
     .await;
-    let text: String = events
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::Envelope(env) => match &env.event {
-                StreamEvent::Token { text } => Some(text.as_str()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        text,
+        tokens(&events).concat(),
         ScriptedBackend::default().answer(&ChatRequest::new(key, "hi"))
     );
     handle.shutdown().await;
