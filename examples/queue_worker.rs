@@ -64,15 +64,14 @@ use chatstream::amqp::{
     AmqpCancelChannel, AmqpConfig, AmqpConnection, AmqpRequestSink, AmqpRequestSource,
     AmqpTokenSink, AmqpTokenSource, TokenTopology,
 };
+use chatstream::axum::seed003;
 use chatstream::axum::ChatstreamState;
-use chatstream::axum::{cors_layer, method_not_allowed, not_found, seed003};
 use chatstream::worker::shutdown_signal;
 use chatstream::{
     DynLlmBackend, Gateway, GatewayConfig, ScriptedBackend, Worker, WorkerConfig, WorkerHandle,
 };
 use clap::Parser;
 use support::{env, init_logging, local_url};
-use tower_http::trace::TraceLayer;
 
 /// How long answers in progress may run on after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
@@ -213,13 +212,7 @@ async fn serve_rest(
             ..GatewayConfig::default()
         })
         .build();
-    let mut app = seed003::router(ChatstreamState::new(gateway.clone()))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
-    if let Some(origins) = env("CORS_ORIGINS") {
-        app = app.layer(cors_layer(&origins));
-    }
-    let app = app.layer(TraceLayer::new_for_http());
+    let app = support::http_edge(seed003::router(ChatstreamState::new(gateway.clone())));
 
     let host = env("RESTAPI_HOST").unwrap_or_else(|| "0.0.0.0".to_owned());
     let port = support::port("RESTAPI_PORT", 8080)?;

@@ -45,12 +45,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatstream::axum::{cors_layer, method_not_allowed, not_found, seed001, ChatstreamState};
+use chatstream::axum::{seed001, ChatstreamState};
 use chatstream::servicebus::{ServiceBusConfig, ServiceBusConnection};
 use chatstream::worker::shutdown_signal;
 use chatstream::{Gateway, GatewayConfig, NoRequestSink};
 use support::{env, init_logging, local_url};
-use tower_http::trace::TraceLayer;
 
 /// Longest one client stays connected to one answer.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(600);
@@ -78,13 +77,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         })
         .build();
 
-    let mut app = seed001::router(ChatstreamState::new(gateway.clone()))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
-    if let Some(origins) = env("CORS_ORIGINS") {
-        app = app.layer(cors_layer(&origins));
-    }
-    let app = app.layer(TraceLayer::new_for_http());
+    let app = support::http_edge(seed001::router(ChatstreamState::new(gateway.clone())));
 
     let host = env("HOST").unwrap_or_else(|| "0.0.0.0".to_owned());
     let port = support::port("PORT", 8001)?;

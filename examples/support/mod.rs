@@ -116,3 +116,16 @@ pub(crate) fn exit_code(name: &str, result: Result<(), Box<dyn Error>>) -> ExitC
     eprintln!("{name}: {text}");
     ExitCode::FAILURE
 }
+
+/// `app` as a service of the seeds serves it: JSON 404 and 405 errors, CORS for the
+/// comma-separated origins of `CORS_ORIGINS` when set (`*`: any), and a trace span per
+/// request.
+pub(crate) fn http_edge(app: axum::Router) -> axum::Router {
+    let mut app = app
+        .fallback(chatstream::axum::not_found)
+        .method_not_allowed_fallback(chatstream::axum::method_not_allowed);
+    if let Some(origins) = env("CORS_ORIGINS") {
+        app = app.layer(chatstream::axum::cors_layer(&origins));
+    }
+    app.layer(tower_http::trace::TraceLayer::new_for_http())
+}
