@@ -305,6 +305,13 @@ impl TokenSource for InMemoryBroker {
     }
 }
 
+/// The keys sent on `tx` from now on (a listener that falls 1,024 behind skips the excess).
+fn keys_from(tx: &broadcast::Sender<StreamKey>) -> BoxStream<'static, StreamKey> {
+    BroadcastStream::new(tx.subscribe())
+        .filter_map(|r| async move { r.ok() })
+        .boxed()
+}
+
 #[async_trait]
 impl SessionFeed for InMemoryBroker {
     async fn announce(&self, key: &StreamKey) -> Result<()> {
@@ -313,10 +320,7 @@ impl SessionFeed for InMemoryBroker {
     }
 
     async fn announcements(&self) -> Result<BoxStream<'static, StreamKey>> {
-        let rx = self.inner.announcements.subscribe();
-        Ok(BroadcastStream::new(rx)
-            .filter_map(|r| async move { r.ok() })
-            .boxed())
+        Ok(keys_from(&self.inner.announcements))
     }
 }
 
@@ -328,9 +332,6 @@ impl CancelChannel for InMemoryBroker {
     }
 
     async fn cancellations(&self) -> Result<BoxStream<'static, StreamKey>> {
-        let rx = self.inner.cancels.subscribe();
-        Ok(BroadcastStream::new(rx)
-            .filter_map(|r| async move { r.ok() })
-            .boxed())
+        Ok(keys_from(&self.inner.cancels))
     }
 }
