@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use crate::{ChatRequest, Result, StreamKey, TokenEnvelope};
+use crate::{ChatRequest, FinishReason, Result, StreamKey, TokenEnvelope};
 
 /// A stream of envelopes of one [`StreamKey`], ending after `End`.
 pub type EnvelopeStream = BoxStream<'static, Result<TokenEnvelope>>;
@@ -96,9 +96,35 @@ pub trait TokenSink: Send + Sync + Debug + 'static {
     async fn publish(&self, destination: &Destination, batch: &[TokenEnvelope]) -> Result<()>;
 }
 
+/// What a [`TokenSource`] knows of one stream, for a stop or a resume to answer at once
+/// instead of waiting (see [`TokenSource::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamStatus {
+    /// The source keeps no record of streams (live-only topologies): the stream may or may
+    /// not exist.
+    Untracked,
+    /// No envelope of this stream is held: never published, or its retention expired.
+    NotFound,
+    /// Envelopes are held and no `End` yet: the stream is being generated.
+    Open,
+    /// The stream ended.
+    Ended {
+        /// How it ended.
+        finish_reason: FinishReason,
+    },
+}
+
 /// Where gateways read envelopes.
 #[async_trait]
 pub trait TokenSource: Send + Sync + Debug + 'static {
+    /// What this source holds of `key`: [`StreamStatus::Untracked`] (the default) where it
+    /// keeps no history. Cheap: one broker round trip at most.
+    async fn status(&self, key: &StreamKey) -> Result<StreamStatus> {
+        let _ = key;
+        Ok(StreamStatus::Untracked)
+    }
+
     /// Subscribes to one stream. With `after_seq = None` the stream is read from its
     /// start where the broker keeps it, else from now; with `Some(n)` the envelopes after
     /// `n` are replayed first. Fails with [`Error::HistoryLost`](crate::Error::HistoryLost) when some of the asked-for
@@ -178,6 +204,7 @@ macro_rules! forward {
                 (**self).subscribe(key, after_seq).await
             }
             fn reply_address(&self) -> Option<String> { (**self).reply_address() }
+            async fn status(&self, key: &StreamKey) -> Result<StreamStatus> { (**self).status(key).await }
         }
         #[async_trait]
         impl<T: SessionFeed + ?Sized> SessionFeed for $ptr<T> {

@@ -8,7 +8,7 @@ mod transport;
 pub use broker::{
     Acker, CancelChannel, Delivery, Destination, DynCancelChannel, DynMessageSource,
     DynRequestSink, DynSessionFeed, DynTokenSink, DynTokenSource, EnvelopeStream, MessageSource,
-    NoRequestSink, RequestSink, SessionFeed, TokenSink, TokenSource,
+    NoRequestSink, RequestSink, SessionFeed, StreamStatus, TokenSink, TokenSource,
 };
 pub use llm::{DynLlmBackend, LlmBackend, LlmEvent, LlmLayer, LlmStream, ToolCall};
 pub use store::{
