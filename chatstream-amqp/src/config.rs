@@ -24,6 +24,41 @@ pub enum TokenTopology {
     /// Seed 003: each request's answer goes to its own queue `response_{uid}` (declared with
     /// `x-expires`), bodies are the raw text, the end is marked by the AMQP `type` property.
     PerRequestQueue,
+    /// Durable and replayable: the worker packs the envelopes of many streams into one
+    /// message per batch, as reply-to does, and appends it to one RabbitMQ stream queue
+    /// ([`AmqpConfig::token_stream`], `x-queue-type: stream`) that keeps them for
+    /// [`StreamRetention`]. Every gateway instance reads that log from its own offset and
+    /// keeps a local index of where each stream starts, so any instance serves any stream
+    /// from its start, from `after_seq`, or live, during and after generation, and after a
+    /// broker restart. See the crate docs, "The stream topology".
+    Stream,
+}
+
+/// How long the [`TokenTopology::Stream`] log keeps envelopes, which is how long a finished
+/// answer stays resumable. RabbitMQ drops whole segments, oldest first, once they are past
+/// `max_age` or the log is past `max_length_bytes`, so a stream may outlive these limits
+/// by up to one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamRetention {
+    /// `x-max-age`: envelopes older than this go (default one hour). Whole seconds.
+    pub max_age: Duration,
+    /// `x-max-length-bytes`: the log's size cap on disk (default 1 GiB). This caps how far
+    /// back a resume can reach under load: at 20,000 tokens/s of ~120-byte envelopes the
+    /// log grows by about 2.4 MB/s, so 1 GiB holds about seven minutes.
+    pub max_length_bytes: u64,
+    /// `x-stream-max-segment-size-bytes`: retention's unit (default 16 MiB; RabbitMQ's own
+    /// default, 500 MB, would make the size cap coarse).
+    pub max_segment_bytes: u64,
+}
+
+impl Default for StreamRetention {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(3600),
+            max_length_bytes: 1 << 30,
+            max_segment_bytes: 16 << 20,
+        }
+    }
 }
 
 /// The body format of submitted requests ([`AmqpRequestSink`](crate::AmqpRequestSink)).
@@ -111,6 +146,14 @@ pub struct AmqpConfig {
     pub token_topology: TokenTopology,
     /// Topic exchange of the [`TokenTopology::Topic`] topology.
     pub token_exchange: String,
+    /// Stream queue (the log) of the [`TokenTopology::Stream`] topology.
+    pub token_stream: String,
+    /// Retention of the [`TokenTopology::Stream`] log. Every declarer (workers and gateways)
+    /// must use the same values: RabbitMQ refuses a redeclaration with other arguments.
+    pub stream_retention: StreamRetention,
+    /// Unacknowledged log messages per stream-queue consumer (RabbitMQ needs a prefetch to
+    /// consume a stream; acknowledgements are only credit there, nothing is removed).
+    pub stream_prefetch: u16,
     /// Fanout exchange cancels are published to.
     pub control_exchange: String,
     /// Prefix of gateway reply queue names (a uuid follows).
@@ -144,6 +187,9 @@ impl Default for AmqpConfig {
             dead_letter_queue: "chatstream.dead-letter".to_owned(),
             token_topology: TokenTopology::ReplyTo,
             token_exchange: "chatstream.tokens".to_owned(),
+            token_stream: "chatstream.tokens.log".to_owned(),
+            stream_retention: StreamRetention::default(),
+            stream_prefetch: 1000,
             control_exchange: "chatstream.control".to_owned(),
             reply_queue_prefix: "chatstream.gateway.".to_owned(),
             response_queue_expires: Duration::from_secs(600),

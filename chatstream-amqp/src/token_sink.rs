@@ -18,6 +18,10 @@ use crate::{routing, AmqpConnection, TokenTopology};
 const REPLY: &str = "reply:";
 const QUEUE: &str = "queue:";
 const TOPIC: &str = "topic";
+/// A stream queue (the stream topology's log): `stream:<queue>`. Also what a gateway on the
+/// stream topology puts in `reply_to`, so that workers of other topologies (seed 003's
+/// per-request queues) answer it in its log.
+pub(crate) const STREAM: &str = "stream:";
 
 /// Response queues remembered as declared before the set is cleared (and re-declared).
 const DECLARED_CAP: usize = 100_000;
@@ -42,12 +46,19 @@ pub struct AmqpTokenSink {
 
 impl AmqpTokenSink {
     /// Declares the token exchange (used by the topic topology, and by the reply-to
-    /// topology for requests that name no gateway).
+    /// topology for requests that name no gateway), and on the stream topology the token
+    /// stream.
     pub async fn new(conn: &AmqpConnection) -> Result<Self> {
         let publisher = Publisher::new(conn.clone());
         let config = conn.config().clone();
         publisher
-            .with_channel(|ch| async move { topology::declare_token_exchange(&ch, &config).await })
+            .with_channel(|ch| async move {
+                topology::declare_token_exchange(&ch, &config).await?;
+                if config.token_topology == TokenTopology::Stream {
+                    topology::declare_token_stream(&ch, &config).await?;
+                }
+                Ok(())
+            })
             .await?;
         Ok(Self {
             publisher,
@@ -117,6 +128,39 @@ impl AmqpTokenSink {
             .remove(queue);
     }
 
+    /// One message for the whole batch, appended to the log `stream` (declared before the
+    /// first append, in the publisher's ordered section).
+    async fn publish_to_stream(&self, stream: &str, batch: &[TokenEnvelope]) -> Result<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let messages = [Outgoing {
+            exchange: "".into(),
+            routing_key: short(stream)?,
+            body: codec::encode_ndjson(batch),
+            properties: BasicProperties::default()
+                .with_content_type(CONTENT_NDJSON.into())
+                .with_timestamp(now),
+        }];
+        let key = format!("{STREAM}{stream}");
+        if self.is_declared(&key) {
+            return self.publisher.publish("token envelopes", &messages).await;
+        }
+        self.mark_declared(&key);
+        let mut config = self.publisher.connection().config().clone();
+        config.token_stream = stream.to_owned();
+        let declare =
+            |ch: lapin::Channel| async move { topology::declare_token_stream(&ch, &config).await };
+        let published = self
+            .publisher
+            .publish_after("token envelopes", &messages, Some(declare))
+            .await;
+        if published.is_err() {
+            self.unmark_declared(&key);
+        }
+        published
+    }
+
     fn queue_messages(&self, queue: &str, batch: &[TokenEnvelope]) -> Result<Vec<Outgoing>> {
         let pack = self.publisher.connection().config().pack_runs;
         let routing_key = short(queue)?;
@@ -147,7 +191,17 @@ impl AmqpTokenSink {
 impl TokenSink for AmqpTokenSink {
     fn destination(&self, request: &ChatRequest) -> Destination {
         let config = self.publisher.connection().config();
+        if let Some(stream) = request
+            .metadata
+            .get(meta::REPLY_TO)
+            .and_then(|q| q.strip_prefix(STREAM))
+            .filter(|q| !q.is_empty())
+        {
+            // A gateway on the stream topology asked for its log, whatever ours is.
+            return Destination(format!("{STREAM}{stream}").into());
+        }
         let name = match config.token_topology {
+            TokenTopology::Stream => format!("{STREAM}{}", config.token_stream),
             TokenTopology::ReplyTo => match request.metadata.get(meta::REPLY_TO) {
                 Some(q) if !q.is_empty() => format!("{REPLY}{q}"),
                 _ => TOPIC.to_owned(),
@@ -201,6 +255,9 @@ impl TokenSink for AmqpTokenSink {
                 self.unmark_declared(queue);
             }
             return published;
+        }
+        if let Some(stream) = dest.strip_prefix(STREAM) {
+            return self.publish_to_stream(stream, batch).await;
         }
         let messages = if let Some(queue) = dest.strip_prefix(REPLY) {
             vec![Outgoing {

@@ -1,7 +1,9 @@
 //! Envelopes in, for gateways, in the configured topology.
 
 use async_trait::async_trait;
-use chatstream_core::{EnvelopeStream, Error, Result, StreamKey, TokenEnvelope, TokenSource};
+use chatstream_core::{
+    EnvelopeStream, Error, Result, StreamKey, StreamStatus, TokenEnvelope, TokenSource,
+};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions};
 use lapin::types::FieldTable;
@@ -12,6 +14,8 @@ use tokio::task::AbortHandle;
 use crate::codec::{self, HEADER_ATTEMPT};
 use crate::demux::{end_after_end, Demux};
 use crate::error::lapin_err;
+use crate::stream_log::StreamLog;
+use crate::token_sink::STREAM;
 use crate::topology::{self, short};
 use crate::{routing, AmqpConnection, TokenTopology};
 
@@ -38,6 +42,7 @@ const NO_REPLAY: &str = "replay: RabbitMQ queues and exchanges keep no history o
 pub struct AmqpTokenSource {
     conn: AmqpConnection,
     reply: Option<ReplyConsumer>,
+    log: Option<StreamLog>,
 }
 
 #[derive(Debug)]
@@ -58,6 +63,10 @@ impl AmqpTokenSource {
     /// starts its consumer, so [`reply_address`](TokenSource::reply_address) is live.
     pub async fn new(conn: &AmqpConnection) -> Result<Self> {
         let config = conn.config();
+        let log = match config.token_topology {
+            TokenTopology::Stream => Some(StreamLog::start(conn).await?),
+            _ => None,
+        };
         let reply = match config.token_topology {
             TokenTopology::ReplyTo => {
                 let queue = format!(
@@ -80,11 +89,12 @@ impl AmqpTokenSource {
                 topology::declare_token_exchange(&ch, config).await?;
                 None
             }
-            TokenTopology::PerRequestQueue => None,
+            TokenTopology::PerRequestQueue | TokenTopology::Stream => None,
         };
         Ok(Self {
             conn: conn.clone(),
             reply,
+            log,
         })
     }
 
@@ -159,6 +169,9 @@ impl AmqpTokenSource {
 #[async_trait]
 impl TokenSource for AmqpTokenSource {
     async fn subscribe(&self, key: &StreamKey, after_seq: Option<u64>) -> Result<EnvelopeStream> {
+        if let Some(log) = &self.log {
+            return log.subscribe(key, after_seq).await;
+        }
         if after_seq.is_some() {
             return Err(Error::Unsupported(NO_REPLAY));
         }
@@ -170,7 +183,18 @@ impl TokenSource for AmqpTokenSource {
     }
 
     fn reply_address(&self) -> Option<String> {
+        if self.log.is_some() {
+            // Workers of any topology answer a request naming a log in that log.
+            return Some(format!("{STREAM}{}", self.conn.config().token_stream));
+        }
         self.reply.as_ref().map(|r| r.queue.clone())
+    }
+
+    async fn status(&self, key: &StreamKey) -> Result<StreamStatus> {
+        match &self.log {
+            Some(log) => log.status(key).await,
+            None => Ok(StreamStatus::Untracked),
+        }
     }
 }
 

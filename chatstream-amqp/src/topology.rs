@@ -115,6 +115,43 @@ pub(crate) async fn declare_token_exchange(ch: &Channel, config: &AmqpConfig) ->
     exchange(ch, &config.token_exchange, ExchangeKind::Topic).await
 }
 
+/// The stream queue (log) of the stream topology: durable, `x-queue-type: stream`, with
+/// the configured retention.
+pub(crate) async fn declare_token_stream(ch: &Channel, config: &AmqpConfig) -> Result<()> {
+    ch.queue_declare(
+        short(&config.token_stream)?,
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        stream_args(config),
+    )
+    .await
+    .map_err(lapin_err("queue.declare (token stream)"))?;
+    Ok(())
+}
+
+/// The arguments of the token stream: type and retention.
+pub(crate) fn stream_args(config: &AmqpConfig) -> FieldTable {
+    let r = config.stream_retention;
+    let long = |n: u64| AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX));
+    table([
+        (
+            "x-queue-type",
+            AMQPValue::LongString(LongString::from("stream")),
+        ),
+        (
+            "x-max-age",
+            AMQPValue::LongString(LongString::from(format!(
+                "{}s",
+                r.max_age.as_secs().max(1)
+            ))),
+        ),
+        ("x-max-length-bytes", long(r.max_length_bytes)),
+        ("x-stream-max-segment-size-bytes", long(r.max_segment_bytes)),
+    ])
+}
+
 /// The fanout exchange of the cancel channel.
 pub(crate) async fn declare_control_exchange(ch: &Channel, config: &AmqpConfig) -> Result<()> {
     exchange(ch, &config.control_exchange, ExchangeKind::Fanout).await

@@ -28,6 +28,13 @@ mod per_request_queue {
     });
 }
 
+mod stream {
+    use super::*;
+    chatstream_core::conformance_tests!(async {
+        AmqpHarness::new(test_config(TokenTopology::Stream)).await
+    });
+}
+
 mod quorum {
     use super::*;
     chatstream_core::conformance_tests!(async {

@@ -26,6 +26,7 @@ pub fn test_config(topology: TokenTopology) -> AmqpConfig {
     c.dead_letter_exchange = format!("cs-test-{id}.dlx");
     c.dead_letter_queue = format!("cs-test-{id}.dead");
     c.token_exchange = format!("cs-test-{id}.tokens");
+    c.token_stream = format!("cs-test-{id}.log");
     c.control_exchange = format!("cs-test-{id}.control");
     c.reply_queue_prefix = format!("cs-test-{id}.gw.");
     c.queue_expires = Some(Duration::from_secs(120));
@@ -149,7 +150,7 @@ impl Harness for AmqpHarness {
     }
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            replay: false,
+            replay: self.config.token_topology == TokenTopology::Stream,
             cancel: true,
         }
     }
@@ -172,7 +173,7 @@ impl Drop for AmqpHarness {
                     return;
                 };
                 if let Ok(ch) = conn.create_channel().await {
-                    for q in [&c.request_queue, &c.dead_letter_queue] {
+                    for q in [&c.request_queue, &c.dead_letter_queue, &c.token_stream] {
                         let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
                     }
                     for x in [
