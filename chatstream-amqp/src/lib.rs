@@ -80,14 +80,15 @@ mod topology;
 
 pub use cancel::AmqpCancelChannel;
 pub use config::{
-    AmqpConfig, Backoff, RequestExchange, RequestFormat, StreamRetention, TokenTopology, DEFAULT_URL,
+    AmqpConfig, Backoff, RequestExchange, RequestFormat, StreamRetention, TokenTopology,
+    DEFAULT_URL,
 };
 pub use connection::AmqpConnection;
 pub use dead_letters::{DeadLetter, DeadLetterQueue};
 pub use error::AmqpError;
 pub use request_sink::AmqpRequestSink;
 pub use request_source::AmqpRequestSource;
-pub use stream_log::HEADER_MARKER;
 pub use routing::{escape_word, parse_routing_key, response_queue, routing_key, unescape_word};
+pub use stream_log::HEADER_MARKER;
 pub use token_sink::AmqpTokenSink;
 pub use token_source::AmqpTokenSource;

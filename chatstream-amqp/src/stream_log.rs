@@ -118,7 +118,10 @@ impl Shared {
                 }
             };
             let Some(seq) = dec.seq else {
-                tracing::warn!(offset, "skipping an envelope without seq in the token stream");
+                tracing::warn!(
+                    offset,
+                    "skipping an envelope without seq in the token stream"
+                );
                 continue;
             };
             let env = dec.into_envelope(seq);
@@ -150,10 +153,12 @@ impl Shared {
 
     async fn wait_caught_up(&self) -> Result<()> {
         let mut rx = self.caught_up.subscribe();
-        let ready = tokio::time::timeout(CATCH_UP_LIMIT, async move {
-            rx.wait_for(|c| *c).await.is_ok()
-        })
-        .await;
+        let ready =
+            tokio::time::timeout(
+                CATCH_UP_LIMIT,
+                async move { rx.wait_for(|c| *c).await.is_ok() },
+            )
+            .await;
         match ready {
             Ok(true) => Ok(()),
             _ => Err(Error::unavailable(
@@ -276,7 +281,10 @@ impl StreamLog {
             }
         }
         let target = st.tail.unwrap_or(entry.first_offset);
-        let live = entry.end.is_none().then(|| self.shared.demux.subscribe(key));
+        let live = entry
+            .end
+            .is_none()
+            .then(|| self.shared.demux.subscribe(key));
         drop(st);
         let (tx, rx) = mpsc::channel(REPLAY_BUFFER);
         tokio::spawn(replay(
@@ -313,9 +321,12 @@ async fn open_consumer(
     start: Start,
 ) -> Result<(Channel, Consumer)> {
     let ch = conn.channel().await?;
-    ch.basic_qos(conn.config().stream_prefetch.max(1), BasicQosOptions::default())
-        .await
-        .map_err(lapin_err("basic.qos (token stream)"))?;
+    ch.basic_qos(
+        conn.config().stream_prefetch.max(1),
+        BasicQosOptions::default(),
+    )
+    .await
+    .map_err(lapin_err("basic.qos (token stream)"))?;
     let offset = match start {
         Start::Timestamp(secs) => AMQPValue::Timestamp(secs),
         Start::Offset(n) => AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
@@ -416,7 +427,10 @@ async fn run_tail(
             };
             let headers = d.properties.headers().as_ref();
             let Some(offset) = header_u64(headers, HEADER_OFFSET) else {
-                tracing::warn!(stream, "a message without x-stream-offset: is this a stream queue?");
+                tracing::warn!(
+                    stream,
+                    "a message without x-stream-offset: is this a stream queue?"
+                );
                 continue;
             };
             if next.is_some_and(|n| offset < n) {
@@ -456,8 +470,7 @@ async fn replay(
     let mut from = r.from;
     let mut failing_since: Option<Instant> = None;
     loop {
-        let (ch, mut consumer) = match open_consumer(&conn, &stream, Start::Offset(from)).await
-        {
+        let (ch, mut consumer) = match open_consumer(&conn, &stream, Start::Offset(from)).await {
             Ok(c) => c,
             Err(e) => {
                 let since = *failing_since.get_or_insert_with(Instant::now);
@@ -559,7 +572,12 @@ mod tests {
 
     fn env(seq: u64, event: StreamEvent) -> Result<TokenEnvelope> {
         let attempt = TokenEnvelope::attempt_of_seq(seq);
-        Ok(TokenEnvelope::new(StreamKey::new("s", "m"), attempt, seq, event))
+        Ok(TokenEnvelope::new(
+            StreamKey::new("s", "m"),
+            attempt,
+            seq,
+            event,
+        ))
     }
 
     fn end() -> StreamEvent {
@@ -594,7 +612,15 @@ mod tests {
             None,
         )
         .await;
-        assert_eq!(got, vec!["0", "1", base.to_string().as_str(), &format!("end@{}", base + 1)]);
+        assert_eq!(
+            got,
+            vec![
+                "0",
+                "1",
+                base.to_string().as_str(),
+                &format!("end@{}", base + 1)
+            ]
+        );
     }
 
     #[tokio::test]
@@ -608,9 +634,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_resume_at_or_after_the_end_gets_the_end_again() {
-        let got = run(vec![env(3, StreamEvent::token("x")), env(4, end())], Some(4)).await;
+        let got = run(
+            vec![env(3, StreamEvent::token("x")), env(4, end())],
+            Some(4),
+        )
+        .await;
         assert_eq!(got, vec!["end@4"]);
-        let got = run(vec![env(3, StreamEvent::token("x")), env(4, end())], Some(2)).await;
+        let got = run(
+            vec![env(3, StreamEvent::token("x")), env(4, end())],
+            Some(2),
+        )
+        .await;
         assert_eq!(got, vec!["3", "end@4"]);
     }
 }

@@ -142,10 +142,7 @@ pub(crate) fn stream_args(config: &AmqpConfig) -> FieldTable {
         ),
         (
             "x-max-age",
-            AMQPValue::LongString(LongString::from(format!(
-                "{}s",
-                r.max_age.as_secs().max(1)
-            ))),
+            AMQPValue::LongString(LongString::from(format!("{}s", r.max_age.as_secs().max(1)))),
         ),
         ("x-max-length-bytes", long(r.max_length_bytes)),
         ("x-stream-max-segment-size-bytes", long(r.max_segment_bytes)),
