@@ -14,7 +14,8 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `CHAOS_BROKER` | `amqp` | `amqp`: RabbitMQ, requests on a durable queue, tokens in the reply-to topology; `redis`: Redis Streams as request queue and token bus |
+//! | `CHAOS_BROKER` | `amqp` | `amqp`: RabbitMQ, requests on a durable queue, tokens in the token topology of `CHAOS_AMQP_TOPOLOGY`; `redis`: Redis Streams as request queue and token bus |
+//! | `CHAOS_AMQP_TOPOLOGY` | `stream` | `stream`: the durable, replayable token stream `{name}.log`; `reply-to`: one reply queue per gateway (live only) |
 //! | `CHAOS_ROLE` | `worker` | `worker` or `gateway` |
 //! | `CHAOS_NAME` | `chatstream-chaos` | namespace of every queue, exchange and key (see [`amqp_config`], [`redis_prefix`]) |
 //! | `CHATSTREAM_AMQP_URL` / `RABBITMQ_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` | RabbitMQ |
@@ -36,7 +37,7 @@ use std::time::Duration;
 
 use chatstream::amqp::{
     AmqpCancelChannel, AmqpConfig, AmqpConnection, AmqpRequestSink, AmqpRequestSource,
-    AmqpTokenSink, AmqpTokenSource,
+    AmqpTokenSink, AmqpTokenSource, TokenTopology,
 };
 use chatstream::axum::{not_found, quickstart, seed001, ChatstreamState};
 use chatstream::redis::{
@@ -143,9 +144,15 @@ async fn run_gateway(broker: Broker) -> BoxResult<()> {
 
 /// The RabbitMQ names of namespace `name`: queue `{name}.requests`, dead letters
 /// `{name}.dead`, exchanges `{name}.tokens` and `{name}.control`, gateway reply queues
-/// `{name}.gw.…`; tokens in the reply-to topology.
+/// `{name}.gw.…`, token stream `{name}.log`; tokens in the stream topology unless
+/// `CHAOS_AMQP_TOPOLOGY=reply-to`.
 pub fn amqp_config(name: &str) -> AmqpConfig {
     let mut c = AmqpConfig::from_env();
+    c.token_topology = match env("CHAOS_AMQP_TOPOLOGY").as_deref() {
+        Some("reply-to") => TokenTopology::ReplyTo,
+        _ => TokenTopology::Stream,
+    };
+    c.token_stream = format!("{name}.log");
     c.connection_name = format!("{name}-{}", std::process::id());
     c.request_queue = format!("{name}.requests");
     c.dead_letter_exchange = format!("{name}.dlx");

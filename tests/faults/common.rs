@@ -56,9 +56,11 @@ impl Kind {
 }
 
 /// The names `chaos_worker` uses for namespace `name` (keep in step with
-/// `examples/chaos_worker.rs`).
+/// `examples/chaos_worker.rs`): the stream token topology, whose log is `{name}.log`.
 pub fn amqp_config(name: &str) -> AmqpConfig {
     let mut c = AmqpConfig::from_env();
+    c.token_topology = chatstream::amqp::TokenTopology::Stream;
+    c.token_stream = format!("{name}.log");
     c.connection_name = format!("{name}-test");
     c.request_queue = format!("{name}.requests");
     c.dead_letter_exchange = format!("{name}.dlx");
@@ -195,7 +197,7 @@ impl Drop for AmqpCleanup {
                 return;
             };
             if let Ok(ch) = conn.create_channel().await {
-                for q in [&c.request_queue, &c.dead_letter_queue] {
+                for q in [&c.request_queue, &c.dead_letter_queue, &c.token_stream] {
                     let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
                 }
                 for x in [
