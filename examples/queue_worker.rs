@@ -24,25 +24,37 @@
 //! | `CHATSTREAM_SCRIPTED` | unset | `1`: answer with the scripted backend (one word every 30 ms) instead of an LLM, for demos without a model |
 //! | `CHATSTREAM_WORKER_ONLY` | unset | `1`: as `--worker-only` |
 //! | `CHATSTREAM_REST_ONLY` | unset | `1`: as `--rest-only` |
-//! | `CHATSTREAM_REST_TOPOLOGY` | `per-request` | as `--rest-topology`: `per-request` or `reply-to` |
+//! | `CHATSTREAM_REST_TOPOLOGY` | `stream` | as `--rest-topology`: `stream`, `per-request` or `reply-to` |
+//! | `RABBITMQ_TOKEN_STREAM` | `chatstream.tokens.log` | the stream queue (log) of the `stream` topology; workers and REST instances must agree |
+//! | `RABBITMQ_STREAM_MAX_AGE` | `3600` | seconds the log keeps envelopes: how long a finished answer stays resumable |
+//! | `RABBITMQ_STREAM_MAX_BYTES` | `1073741824` | the log's size cap (1 GiB); under load it, not the age, bounds how far back a resume reaches |
 //! | `CORS_ORIGINS` | unset | comma-separated origins allowed to call the REST API (`*`: any) |
 //!
 //! Modes: by default one process runs a worker and the REST API. `--worker-only` (or
 //! `--no-rest`) runs only the worker and `--rest-only` only the REST API; start as many
 //! worker processes as you like, they share the request queue (each request goes to one of
 //! them; a request whose worker dies is redelivered to another, whose answer then follows
-//! the partial one in `response_{uid}`, its messages carrying a higher
-//! `x-chatstream-attempt` header). Several `--rest-only` instances also work, but a
-//! client must fetch `GET /v1/chat/response?uid=` from the instance it posted to, since
-//! each `response_{uid}` queue is read by one consumer.
+//! the partial one, its envelopes carrying a higher attempt). Several `--rest-only`
+//! instances work behind a load balancer: with the default `stream` topology any instance
+//! serves `GET /v1/chat/response?uid=` for any request, from the start, after a
+//! `Last-Event-ID`, or live, during and after generation, and `DELETE` on it stops the
+//! answer from any instance.
 //!
-//! Where the REST API reads answers (`--rest-topology`): `per-request` (default), from
-//! `response_{uid}` as the seed did, one broker message per token (so it also works in
-//! front of the Go original's workers); or `reply-to`, from a queue of the gateway's own
-//! that its requests name in `reply_to`, to which chatstream workers send one message per
-//! batch for all its streams: far fewer broker messages under load (BENCHMARKS.md,
-//! "RabbitMQ"). Workers need no setting for it; clients that publish themselves still get
-//! `response_{uid}`.
+//! Where the REST API reads answers (`--rest-topology`):
+//! - `stream` (default): the workers append one message per batch, holding the envelopes
+//!   of many streams, to the durable RabbitMQ stream queue `RABBITMQ_TOKEN_STREAM`, which
+//!   keeps them for `RABBITMQ_STREAM_MAX_AGE` / `RABBITMQ_STREAM_MAX_BYTES`; every REST
+//!   instance reads it. Resumable on any instance and across a RabbitMQ restart; needs
+//!   chatstream workers (the requests name the log in `reply_to`).
+//! - `per-request`: from `response_{uid}` as the seed did, one broker message per run of
+//!   tokens (so it also works in front of the Go original's workers). Live only and on one
+//!   instance: the REST API consumes `response_{uid}` exclusively, so a second reader of
+//!   the same uid (on another instance) gets a clear error instead of every other token.
+//! - `reply-to`: from a queue of the gateway's own that its requests name in `reply_to`,
+//!   one message per batch; live only, on the instance the client posted to.
+//!
+//! Workers need no setting for any of these; clients that publish to the queue themselves
+//! (the pika flow) still get `response_{uid}`.
 //!
 //! Messages in `response_{uid}`: one per run of tokens, the raw text as the body
 //! (`text/plain`), AMQP `type` = `token`; an error has `type` = `error`; the end is an empty
@@ -105,7 +117,7 @@ struct Args {
         long,
         value_enum,
         env = "CHATSTREAM_REST_TOPOLOGY",
-        default_value_t = RestTopology::PerRequest
+        default_value_t = RestTopology::Stream
     )]
     rest_topology: RestTopology,
 }
@@ -113,6 +125,8 @@ struct Args {
 /// Where the REST API reads the answers it streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum RestTopology {
+    /// From the durable token stream every instance reads: resumable anywhere.
+    Stream,
     /// From `response_{uid}`, as seed 003's REST API did: one broker message per token.
     PerRequest,
     /// From a queue of this gateway's own, named in each request's `reply_to`: workers send
@@ -198,9 +212,11 @@ async fn serve_rest(
     where_: &str,
 ) -> Result<(), Box<dyn Error>> {
     let mut config = config.clone();
-    if topology == RestTopology::ReplyTo {
-        config.token_topology = TokenTopology::ReplyTo;
-    }
+    config.token_topology = match topology {
+        RestTopology::Stream => TokenTopology::Stream,
+        RestTopology::PerRequest => TokenTopology::PerRequestQueue,
+        RestTopology::ReplyTo => TokenTopology::ReplyTo,
+    };
     let conn = connect(&config).await?;
     let requests = AmqpRequestSink::new(&conn).await?;
     let tokens = AmqpTokenSource::new(&conn).await?;
@@ -218,7 +234,7 @@ async fn serve_rest(
     let port = support::port("RESTAPI_PORT", 8080)?;
     let listener = support::bind(&host, port, "set RESTAPI_PORT").await?;
     let url = local_url(listener.local_addr()?);
-    println!("queue_worker: REST API on {url} submitting to {where_}");
+    println!("queue_worker: REST API on {url} submitting to {where_} ({topology:?} topology)");
     println!(
         "  curl -s {url}/v1/chat/completions -H 'content-type: application/json' \
          -d '{{\"model\":\"gpt-4o\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hi\"}}],\"stream\":true}}'"

@@ -26,7 +26,9 @@ use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, Consumer};
-use support::{amqp_url, block_on_aside, example_path, http, port_after, signal, start, within};
+use support::{
+    amqp_url, block_on_aside, example_path, http, port_after, signal, start, within, SseClient,
+};
 use tokio::process::{Child, Command};
 
 /// Longest any single wait may take before the test fails as hung.
@@ -42,6 +44,8 @@ const TOKENS: [&str; 12] = [
 struct Setup {
     client: Arc<Connection>,
     queue: String,
+    /// The token stream (log) of the stream topology, the REST side's default.
+    stream: String,
     fake: FakeOpenAi,
     response_queues: Vec<String>,
 }
@@ -58,6 +62,7 @@ impl Setup {
         Some(Self {
             client: Arc::new(client),
             queue: format!("e2e-queue-worker-{}", &id[..12]),
+            stream: format!("e2e-queue-worker-{}.log", &id[..12]),
             fake: FakeOpenAi::start(Behaviour::Answer(answer)).await,
             response_queues: Vec::new(),
         })
@@ -74,6 +79,7 @@ impl Setup {
             .env("RABBITMQ_URL", amqp_url())
             .env_remove("CHATSTREAM_AMQP_URL")
             .env("RABBITMQ_QUEUE", &self.queue)
+            .env("RABBITMQ_TOKEN_STREAM", &self.stream)
             .env("OPENAI_URL", self.fake.base_url())
             .env("OPENAI_API_KEY", "dummy-token")
             .env("OPENAI_MODEL", "fake-model")
@@ -166,7 +172,8 @@ impl Setup {
 impl Drop for Setup {
     fn drop(&mut self) {
         let client = self.client.clone();
-        let queues: Vec<String> = std::iter::once(self.queue.clone())
+        let queues: Vec<String> = [self.queue.clone(), self.stream.clone()]
+            .into_iter()
             .chain(self.response_queues.drain(..))
             .collect();
         block_on_aside(async move {
@@ -437,4 +444,123 @@ async fn a_worker_killed_mid_answer_leaves_its_request_to_the_other_worker() {
     );
     assert_eq!(setup.fake.requests().len(), 2, "asked once per attempt");
     assert_eq!(setup.waiting_requests().await, 0, "the request was acked");
+}
+
+/// Submits seed 003's REST body on `port`; returns the uid.
+async fn submit_rest(port: u16) -> String {
+    let post = "POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json";
+    let body = r#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "Tell me a joke."}], "stream": true}"#;
+    let (status, submitted) = http(port, post, body, WAIT).await;
+    assert!(status.contains(" 200 "), "{status}: {submitted}");
+    let json: serde_json::Value =
+        serde_json::from_str(&submitted).unwrap_or_else(|e| panic!("{e}: {submitted}"));
+    json["uid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no uid in {json}"))
+        .to_owned()
+}
+
+/// The text of one seed 003 SSE chunk; `None` for `[DONE]` and chunks without text.
+fn chunk_text(data: &str) -> Option<String> {
+    let chunk: serde_json::Value = serde_json::from_str(data).ok()?;
+    chunk["choices"][0]["delta"]["content"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Reads an SSE response to its end: the text, and every data line.
+async fn read_answer(sse: &mut SseClient) -> (String, Vec<String>) {
+    let (mut text, mut data) = (String::new(), Vec::new());
+    while let Some(event) = within("the next chunk", WAIT, sse.next()).await {
+        if let Some(t) = chunk_text(&event.data) {
+            text.push_str(&t);
+        }
+        data.push(event.data);
+    }
+    (text, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_posted_on_one_rest_instance_resumes_exactly_on_another() {
+    // 12 tokens, 100 ms apart: the answer is under way for over a second.
+    let answer = Answer::new(TOKENS).with_delay(Duration::from_millis(100));
+    let Some(setup) = Setup::new(answer).await else {
+        return;
+    };
+    let _worker = setup.start(&["--worker-only"]).await;
+    let a = setup.start(&["--rest-only"]).await;
+    let b = setup.start(&["--rest-only"]).await;
+    let uid = submit_rest(a.port()).await;
+    let path = format!("/v1/chat/response?uid={uid}");
+
+    // Part of the answer from A, then the rest from B with Last-Event-ID.
+    let mut on_a = SseClient::get(a.port(), &path, None).await;
+    assert_eq!(on_a.status, 200);
+    let (mut text, mut last_id) = (String::new(), String::new());
+    while text.matches(' ').count() < 3 {
+        let event = within("a chunk from A", WAIT, on_a.next())
+            .await
+            .unwrap_or_else(|| panic!("A ended early: {text:?}"));
+        if let Some(t) = chunk_text(&event.data) {
+            text.push_str(&t);
+            last_id = event.id.unwrap_or_else(|| panic!("a chunk without id"));
+        }
+    }
+    drop(on_a);
+    let mut on_b = SseClient::get(b.port(), &path, Some(&last_id)).await;
+    assert_eq!(on_b.status, 200);
+    let (rest, data) = read_answer(&mut on_b).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    assert!(!rest.is_empty(), "B had the rest to give: {data:?}");
+    text.push_str(&rest);
+    assert_eq!(
+        text,
+        setup.answer(),
+        "A's part + B's rest is exactly the answer"
+    );
+
+    // After the end, either instance gives the whole answer from the start.
+    for (name, port) in [("A", a.port()), ("B", b.port())] {
+        let mut again = SseClient::get(port, &path, None).await;
+        let (whole, data) = read_answer(&mut again).await;
+        assert_eq!(
+            whole,
+            setup.answer(),
+            "the whole answer again from {name}: {data:?}"
+        );
+    }
+    assert_eq!(setup.fake.requests().len(), 1, "asked once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_readers_of_one_response_queue_never_get_a_garbled_answer() {
+    // Seed 003's own topology: each `response_{uid}` has one reader.
+    let answer = Answer::new(TOKENS).with_delay(Duration::from_millis(50));
+    let Some(setup) = Setup::new(answer).await else {
+        return;
+    };
+    let _worker = setup.start(&["--worker-only"]).await;
+    let args = ["--rest-only", "--rest-topology", "per-request"];
+    let a = setup.start(&args).await;
+    let b = setup.start(&args).await;
+    let uid = submit_rest(a.port()).await;
+    let path = format!("/v1/chat/response?uid={uid}");
+    let (mut on_a, mut on_b) = tokio::join!(
+        SseClient::get(a.port(), &path, None),
+        SseClient::get(b.port(), &path, None)
+    );
+    let ((text_a, data_a), (text_b, data_b)) =
+        tokio::join!(read_answer(&mut on_a), read_answer(&mut on_b));
+    // Each reader has the whole answer or a clear error and no text: never a part of it
+    // passed off as the whole (the two would share the queue's messages round-robin).
+    for (name, text, data) in [("A", &text_a, &data_a), ("B", &text_b, &data_b)] {
+        let whole = *text == setup.answer();
+        let refused = text.is_empty() && data.iter().any(|d| d.contains("another consumer"));
+        assert!(whole || refused, "reader on {name} got {text:?}: {data:?}");
+    }
+    assert_eq!(
+        text_a,
+        setup.answer(),
+        "the instance posted to reads the answer"
+    );
 }

@@ -201,8 +201,11 @@ impl Default for AmqpConfig {
 }
 
 impl AmqpConfig {
-    /// Defaults, with the URL from `CHATSTREAM_AMQP_URL` or `RABBITMQ_URL` and the request
-    /// queue from `RABBITMQ_QUEUE` when set.
+    /// Defaults, with the URL from `CHATSTREAM_AMQP_URL` or `RABBITMQ_URL`, the request
+    /// queue from `RABBITMQ_QUEUE`, and the stream topology's log and retention from
+    /// `RABBITMQ_TOKEN_STREAM`, `RABBITMQ_STREAM_MAX_AGE` (seconds) and
+    /// `RABBITMQ_STREAM_MAX_BYTES` when set. A retention value that is not a number is
+    /// ignored with a warning.
     pub fn from_env() -> Self {
         let mut config = Self::default();
         if let Some(url) = env("CHATSTREAM_AMQP_URL").or_else(|| env("RABBITMQ_URL")) {
@@ -210,6 +213,15 @@ impl AmqpConfig {
         }
         if let Some(queue) = env("RABBITMQ_QUEUE") {
             config.request_queue = queue;
+        }
+        if let Some(stream) = env("RABBITMQ_TOKEN_STREAM") {
+            config.token_stream = stream;
+        }
+        if let Some(secs) = number("RABBITMQ_STREAM_MAX_AGE") {
+            config.stream_retention.max_age = Duration::from_secs(secs.max(1));
+        }
+        if let Some(bytes) = number("RABBITMQ_STREAM_MAX_BYTES") {
+            config.stream_retention.max_length_bytes = bytes;
         }
         config
     }
@@ -250,6 +262,17 @@ impl AmqpConfig {
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn number(name: &str) -> Option<u64> {
+    let v = env(name)?;
+    match v.trim().parse() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            tracing::warn!(variable = name, value = %v, "not a whole number; ignored");
+            None
+        }
+    }
 }
 
 fn normalize_url(url: &str) -> String {

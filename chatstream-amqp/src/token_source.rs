@@ -31,13 +31,19 @@ const NO_REPLAY: &str = "replay: RabbitMQ queues and exchanges keep no history o
 ///   [`Error::Unavailable`], since envelopes published meanwhile are gone.
 /// - **topic**: one exclusive auto-delete queue per subscription, bound with the stream's
 ///   escaped routing key.
-/// - **per-request queue**: consumes `response_{uid}` (declared if missing). Two
-///   subscriptions of one stream are competing consumers of that queue (each message goes
-///   to one of them), as in seed 003; a gateway's hub keeps one subscription per stream.
+/// - **per-request queue**: consumes `response_{uid}` (declared if missing) as its
+///   exclusive consumer: a second subscription of the same stream, here or on another
+///   instance, fails with a clear [`Error::Unavailable`] instead of sharing the queue's
+///   messages round-robin (each reader would get every other token as if it were the
+///   whole answer). A gateway's hub keeps one subscription per stream.
+/// - **stream**: one consumer per instance tails the token stream (a RabbitMQ stream
+///   queue) and indexes where each stream starts; a subscription replays from the log and
+///   then follows live, from the start or after `after_seq`, during and after generation.
 ///
 /// Envelopes without a `seq` (seed 000 producers, seed 003 bodies) are numbered by arrival
-/// (seed 003: `seq_base(attempt)` + arrival within the attempt). None of these keep history:
-/// `subscribe(key, Some(n))` fails with [`Error::Unsupported`].
+/// (seed 003: `seq_base(attempt)` + arrival within the attempt). Only the stream topology
+/// keeps history; on the others `subscribe(key, Some(n))` fails with
+/// [`Error::Unsupported`].
 #[derive(Debug)]
 pub struct AmqpTokenSource {
     conn: AmqpConnection,
@@ -138,7 +144,31 @@ impl AmqpTokenSource {
         let name = routing::response_queue(key)?;
         let ch = self.conn.channel().await?;
         topology::declare_response_queue(&ch, self.conn.config(), &name).await?;
-        let consumer = consume(&ch, &short(&name)?).await?;
+        // Exclusive: two consumers of one queue would each get every other message, and
+        // each would hand its client a garbled answer as if it were whole.
+        let options = BasicConsumeOptions {
+            no_ack: true,
+            exclusive: true,
+            ..Default::default()
+        };
+        let consumer = match ch
+            .basic_consume(short(&name)?, "".into(), options, FieldTable::default())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) if e.to_string().contains("ACCESS_REFUSED") => {
+                return Err(Error::unavailable(
+                    "RabbitMQ",
+                    format!(
+                        "{name} is already read by another consumer (another gateway \
+                         instance?): a per-request queue hands each message to one reader, so \
+                         this stream can be read in one place only; the stream topology \
+                         serves it on every instance"
+                    ),
+                ))
+            }
+            Err(e) => return Err(lapin_err("basic.consume")(e)),
+        };
         let key = key.clone();
         let (mut attempt, mut n) = (0u32, 0u64);
         Ok(envelopes(ch, consumer, move |d| {

@@ -19,13 +19,13 @@ use chatstream::{
     DynTokenSource, ScriptedBackend, StreamEvent,
 };
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 pub(crate) use crate::support::within;
 use crate::support::{block_on_aside, example_path, http, signal, start};
+#[allow(unused_imports)]
+pub(crate) use crate::support::{Event, SseClient};
 pub use chatstream_redis::testkit::redis_url;
 
 /// Longest any single step (a process start, an answer, a stop) may take.
@@ -421,88 +421,6 @@ impl Tally {
             ));
         } else {
             self.complete += 1;
-        }
-    }
-}
-
-/// One SSE client over HTTP/1.0 (close-delimited body): the events as they arrive.
-#[derive(Debug)]
-pub struct SseClient {
-    stream: TcpStream,
-    buf: String,
-    pub status: u16,
-}
-
-/// One SSE event as a client sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Event {
-    pub id: Option<String>,
-    pub data: String,
-}
-
-impl SseClient {
-    /// `GET path`, with `Last-Event-ID` when given; reads the status line and headers.
-    pub async fn get(port: u16, path: &str, last_event_id: Option<&str>) -> Self {
-        let mut stream = within("connect", STEP, TcpStream::connect(("127.0.0.1", port)))
-            .await
-            .unwrap_or_else(|e| panic!("connect: {e}"));
-        let extra = last_event_id
-            .map(|id| format!("Last-Event-ID: {id}\r\n"))
-            .unwrap_or_default();
-        let req = format!("GET {path} HTTP/1.0\r\nHost: t\r\n{extra}\r\n");
-        within("write", STEP, stream.write_all(req.as_bytes()))
-            .await
-            .unwrap_or_else(|e| panic!("write: {e}"));
-        let mut client = Self {
-            stream,
-            buf: String::new(),
-            status: 0,
-        };
-        let head = within("response head", STEP, client.read_until("\r\n\r\n")).await;
-        let head = head.unwrap_or_else(|| panic!("connection closed before the head"));
-        client.status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        client
-    }
-
-    async fn read_until(&mut self, sep: &str) -> Option<String> {
-        loop {
-            if let Some(i) = self.buf.find(sep) {
-                let out = self.buf[..i].to_owned();
-                self.buf.drain(..i + sep.len());
-                return Some(out);
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.push_str(&String::from_utf8_lossy(&chunk[..n])),
-            }
-        }
-    }
-
-    /// The next event with data (comments skipped); `None` when the server closed.
-    pub async fn next(&mut self) -> Option<Event> {
-        loop {
-            let block = self.read_until("\n\n").await?;
-            let mut event = Event::default();
-            let mut has_data = false;
-            for line in block.lines() {
-                if let Some(id) = line.strip_prefix("id: ") {
-                    event.id = Some(id.to_owned());
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    if has_data {
-                        event.data.push('\n');
-                    }
-                    event.data.push_str(d);
-                    has_data = true;
-                }
-            }
-            if has_data {
-                return Some(event);
-            }
         }
     }
 }
