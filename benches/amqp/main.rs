@@ -3,7 +3,11 @@
 //!
 //! Run with (RabbitMQ on `CHATSTREAM_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`):
 //! - `cargo bench --bench amqp -- relay` — the relay table (about 2 minutes);
-//! - `cargo bench --bench amqp -- rest` — the REST flow (about 20 s);
+//! - `cargo bench --bench amqp -- rest` — the REST flow on the stream, reply-to and
+//!   per-request topologies (about 1 minute; `AMQP_BENCH_REST_TOPOLOGIES=stream,reply-to`
+//!   picks some);
+//! - `cargo bench --bench amqp -- resume` — what a resume costs on another instance
+//!   (`AMQP_BENCH_RESUME_STREAMS`, 50);
 //! - `cargo bench --bench amqp` — both.
 //!
 //! Sizes can be changed through the environment: `AMQP_BENCH_STREAMS` (100),
@@ -21,6 +25,7 @@ mod cpu;
 mod raw;
 mod relay;
 mod rest;
+mod resume;
 
 use std::time::Duration;
 
@@ -91,6 +96,9 @@ fn main() {
     if wants("rest") {
         rest::run(&url);
     }
+    if wants("resume") {
+        runtime.block_on(resume::run(&url));
+    }
 }
 
 /// CPU of this process and the broker together per unit, in microseconds.
@@ -125,6 +133,7 @@ async fn relay_table(url: &str) {
     println!("| topology | batching | tokens | s | tokens/s | broker messages | tokens per message | CPU µs per token: bench process / broker | raw messages/s (CPU µs per message) | tokens/s ÷ raw messages/s |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let cases = [
+        (TokenTopology::Stream, Batching::On),
         (TokenTopology::ReplyTo, Batching::On),
         (TokenTopology::ReplyTo, Batching::OnCoalescing),
         (TokenTopology::ReplyTo, Batching::Off),
@@ -166,7 +175,7 @@ async fn relay_table(url: &str) {
     println!("|---|---|---|---|---|---|");
     for (topology, batching, complete, ratio, cpu_ratio) in results {
         let goal = match (topology, batching) {
-            (TokenTopology::ReplyTo, Batching::On) => Some(5.0),
+            (TokenTopology::ReplyTo | TokenTopology::Stream, Batching::On) => Some(5.0),
             (_, Batching::Off) => Some(0.7),
             _ => None,
         };

@@ -174,6 +174,19 @@ impl TokenSink for CountingSink {
 }
 
 /// Names of a run, unique per case; queues expire if a run is interrupted.
+/// Deletes the run's token stream (stream queues take no `x-expires`).
+pub(crate) async fn delete_stream(config: &AmqpConfig) {
+    if let Ok(conn) = lapin::Connection::connect(&config.normalized_url(), Default::default()).await
+    {
+        if let Ok(ch) = conn.create_channel().await {
+            let _ = ch
+                .queue_delete(config.token_stream.as_str().into(), Default::default())
+                .await;
+        }
+        let _ = conn.close(200, "bench cleanup".into()).await;
+    }
+}
+
 pub(crate) fn bench_config(url: &str, topology: TokenTopology) -> AmqpConfig {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let mut c = AmqpConfig::from_env();
@@ -183,6 +196,7 @@ pub(crate) fn bench_config(url: &str, topology: TokenTopology) -> AmqpConfig {
     c.dead_letter_exchange = "chatstream.bench.dead-letter".to_owned();
     c.dead_letter_queue = "chatstream.bench.dead-letter".to_owned();
     c.token_exchange = "chatstream.bench.tokens".to_owned();
+    c.token_stream = format!("chatstream.bench.{}.log", &id[..12]);
     c.control_exchange = "chatstream.bench.control".to_owned();
     c.reply_queue_prefix = "chatstream.bench.gw.".to_owned();
     c.queue_expires = Some(Duration::from_secs(120));
@@ -285,6 +299,7 @@ pub(crate) async fn run(
     worker.shutdown().await;
     worker_conn.close().await;
     gw_conn.close().await;
+    delete_stream(&config).await;
     RelayResult {
         tokens: received,
         elapsed,

@@ -204,8 +204,15 @@ fn ms(d: Duration) -> String {
 
 /// Runs the flow with the gateway on each topology of the example's `--rest-topology`.
 pub(crate) fn run(url: &str) {
-    for topology in [TokenTopology::PerRequestQueue, TokenTopology::ReplyTo] {
-        run_one(url, topology);
+    let only = std::env::var("AMQP_BENCH_REST_TOPOLOGIES").unwrap_or_default();
+    for (name, topology) in [
+        ("stream", TokenTopology::Stream),
+        ("reply-to", TokenTopology::ReplyTo),
+        ("per-request", TokenTopology::PerRequestQueue),
+    ] {
+        if only.is_empty() || only.split(',').any(|t| t.trim() == name) {
+            run_one(url, topology);
+        }
     }
 }
 
@@ -243,6 +250,7 @@ fn run_one(url: &str, gateway_topology: TokenTopology) {
     let mut config = bench_config(url, TokenTopology::PerRequestQueue);
     config.request_format = RequestFormat::Seed003;
     config.prefetch = u16::try_from(clients).unwrap_or(u16::MAX);
+    let config_for_cleanup = config.clone();
     let server = server_rt.block_on(start_server(
         config,
         gateway_topology,
@@ -257,7 +265,9 @@ fn run_one(url: &str, gateway_topology: TokenTopology) {
         clients * rate,
         match gateway_topology {
             TokenTopology::ReplyTo => "its reply-to queue (`--rest-topology reply-to`)",
-            _ => "`response_{uid}` queues (`--rest-topology per-request`, the default)",
+            TokenTopology::Stream =>
+                "the durable token stream (`--rest-topology stream`, the default)",
+            _ => "`response_{uid}` queues (`--rest-topology per-request`)",
         }
     );
     println!();
@@ -386,6 +396,7 @@ fn run_one(url: &str, gateway_topology: TokenTopology) {
         for c in &server.conns {
             c.close().await;
         }
+        crate::relay::delete_stream(&config_for_cleanup).await;
     });
     drop(fake);
 }
