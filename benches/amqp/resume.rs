@@ -82,10 +82,10 @@ pub(crate) async fn run(url: &str) {
             .expect("submit");
         let b = b.clone();
         tasks.push(tokio::spawn(async move {
-            // Read ten envelopes on A, then resume after the fifth on B, mid-answer.
+            // Read six envelopes on A, then resume after the fifth on B, mid-answer.
             let mut n = 0;
             let mut fifth = 0;
-            while n < 10 {
+            while n < 6 {
                 if let Some(ClientEvent::Envelope(env)) = on_a.next().await {
                     n += 1;
                     if n == 5 {
@@ -94,22 +94,32 @@ pub(crate) async fn run(url: &str) {
                 }
             }
             let mid = first_envelope(&b, &key, Some(fifth)).await;
-            while on_a.next().await.is_some() {}
+            let mut seqs = Vec::new();
+            while let Some(event) = on_a.next().await {
+                if let ClientEvent::Envelope(env) = event {
+                    seqs.push(env.seq);
+                }
+            }
+            let near_end = seqs.len().saturating_sub(5);
+            let late = seqs.get(near_end).copied().unwrap_or(fifth);
             let after_end = first_envelope(&b, &key, Some(fifth)).await;
+            let after_end_late = first_envelope(&b, &key, Some(late)).await;
             let from_start = first_envelope(&b, &key, None).await;
-            (mid, after_end, from_start)
+            (mid, after_end, after_end_late, from_start)
         }));
     }
     let mut mids = Vec::new();
     let mut ends = Vec::new();
+    let mut lates = Vec::new();
     let mut starts = Vec::new();
     for t in tasks {
-        let (m, e, s) = t.await.expect("resume task");
+        let (m, e, l, s) = t.await.expect("resume task");
         mids.push(m);
         ends.push(e);
+        lates.push(l);
         starts.push(s);
     }
-    for v in [&mut mids, &mut ends, &mut starts] {
+    for v in [&mut mids, &mut ends, &mut lates, &mut starts] {
         v.sort_unstable();
     }
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
@@ -123,6 +133,7 @@ pub(crate) async fn run(url: &str) {
     for (what, v) in [
         ("mid-answer, after seq 4", &mids),
         ("after the end, after seq 4", &ends),
+        ("after the end, five envelopes before it", &lates),
         ("after the end, from the start", &starts),
     ] {
         println!(

@@ -55,6 +55,15 @@ const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// Envelopes a replay may read ahead of its subscriber.
 const REPLAY_BUFFER: usize = 256;
 
+/// Prefetch of a replay's consumer: RabbitMQ fills the whole prefetch from the log before
+/// the first delivery, so a small one gets the first envelope sooner (45 ms at 1,000 against
+/// 5 ms at 10, measured here), and a replay is short.
+const REPLAY_PREFETCH: u16 = 64;
+
+/// A stream's index entry marks the log offset of every this-many seqs, so a resume after
+/// seq `n` starts reading near `n` instead of at the stream's start.
+const MARK_EVERY: u64 = 32;
+
 /// The low 32 bits of a seq: the envelope's position within its attempt.
 const IN_ATTEMPT: u64 = 0xFFFF_FFFF;
 
@@ -71,6 +80,24 @@ struct Entry {
     end: Option<FinishReason>,
     /// Last envelope seen (for retention).
     touched: Instant,
+    /// `(seq, offset)`: the first seq of a log message holding this stream's envelopes,
+    /// every [`MARK_EVERY`] seqs, ascending.
+    marks: Vec<(u64, u64)>,
+}
+
+impl Entry {
+    /// Where a replay of the envelopes after `after_seq` can start: the offset of the last
+    /// mark at or before it (the stream's start for `None`).
+    fn replay_from(&self, after_seq: Option<u64>) -> u64 {
+        let Some(after) = after_seq else {
+            return self.first_offset;
+        };
+        self.marks
+            .iter()
+            .rev()
+            .find(|(seq, _)| *seq <= after.saturating_add(1))
+            .map_or(self.first_offset, |(_, offset)| *offset)
+    }
 }
 
 #[derive(Debug)]
@@ -131,7 +158,15 @@ impl Shared {
                 attempt: env.attempt,
                 end: None,
                 touched: now,
+                marks: Vec::new(),
             });
+            if entry
+                .marks
+                .last()
+                .is_none_or(|(m, _)| seq >= m + MARK_EVERY || seq < *m)
+            {
+                entry.marks.push((seq, offset));
+            }
             entry.last_seq = entry.last_seq.max(seq);
             entry.attempt = entry.attempt.max(env.attempt);
             entry.touched = now;
@@ -213,7 +248,13 @@ impl StreamLog {
             retention,
         });
         let since = epoch_secs().saturating_sub(retention.as_secs());
-        let first = open_consumer(conn, &config.token_stream, Start::Timestamp(since)).await?;
+        let first = open_consumer(
+            conn,
+            &config.token_stream,
+            Start::Timestamp(since),
+            config.stream_prefetch,
+        )
+        .await?;
         let task = tokio::spawn(run_tail(
             conn.clone(),
             config.token_stream.clone(),
@@ -292,7 +333,7 @@ impl StreamLog {
             self.stream.clone(),
             Replay {
                 key: key.clone(),
-                from: entry.first_offset,
+                from: entry.replay_from(after_seq),
                 target,
                 after_seq,
             },
@@ -319,14 +360,12 @@ async fn open_consumer(
     conn: &AmqpConnection,
     stream: &str,
     start: Start,
+    prefetch: u16,
 ) -> Result<(Channel, Consumer)> {
     let ch = conn.channel().await?;
-    ch.basic_qos(
-        conn.config().stream_prefetch.max(1),
-        BasicQosOptions::default(),
-    )
-    .await
-    .map_err(lapin_err("basic.qos (token stream)"))?;
+    ch.basic_qos(prefetch.max(1), BasicQosOptions::default())
+        .await
+        .map_err(lapin_err("basic.qos (token stream)"))?;
     let offset = match start {
         Start::Timestamp(secs) => AMQPValue::Timestamp(secs),
         Start::Offset(n) => AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
@@ -404,7 +443,7 @@ async fn run_tail(
                 conn.pause().await;
                 let since = epoch_secs().saturating_sub(shared.retention.as_secs());
                 let start = next.map_or(Start::Timestamp(since), Start::Offset);
-                match open_consumer(&conn, &stream, start).await {
+                match open_consumer(&conn, &stream, start, prefetch).await {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(error = %e, stream, "token stream not back yet");
@@ -465,23 +504,24 @@ async fn replay(
     r: Replay,
     tx: mpsc::Sender<Result<TokenEnvelope>>,
 ) {
-    let prefetch = conn.config().stream_prefetch.max(1);
+    let prefetch = REPLAY_PREFETCH;
     let give_up = conn.config().backoff.give_up_after;
     let mut from = r.from;
     let mut failing_since: Option<Instant> = None;
     loop {
-        let (ch, mut consumer) = match open_consumer(&conn, &stream, Start::Offset(from)).await {
-            Ok(c) => c,
-            Err(e) => {
-                let since = *failing_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= give_up {
-                    let _ = tx.send(Err(e)).await;
-                    return;
+        let (ch, mut consumer) =
+            match open_consumer(&conn, &stream, Start::Offset(from), prefetch).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= give_up {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                    conn.pause().await;
+                    continue;
                 }
-                conn.pause().await;
-                continue;
-            }
-        };
+            };
         failing_since = None;
         let mut credit = Credit::new(prefetch);
         let finished = loop {
