@@ -46,6 +46,7 @@
 //! | `REDIS_URL` | `redis://localhost:6379/0` | Redis |
 //! | `REDIS_PREFIX` | `cosmo:` | key prefix |
 //! | `REDIS_THREAD_EXPIRY` | `7776000` (90 days) | seconds a thread lives after its last use |
+//! | `ASSISTANT_TOKEN_BUS` | `rabbitmq` | how answers travel from workers to the WebSocket instances: `rabbitmq`, the durable RabbitMQ token stream (`RABBITMQ_TOKEN_STREAM`, default `chatstream.tokens.log`; `RABBITMQ_STREAM_MAX_AGE`, `RABBITMQ_STREAM_MAX_BYTES`), which keeps them through a RabbitMQ restart; or `redis`, the Redis bus (as durable as the Redis: without persistence a Redis restart loses the streams in flight). Both resume on any instance |
 //! | `LOG_LEVEL` | `info` | `debug`, `info`, `warning`, `error`, or a `tracing` filter |
 
 mod support;
@@ -57,7 +58,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use chatstream::amqp::{AmqpConfig, AmqpConnection, AmqpRequestSink, AmqpRequestSource};
+use chatstream::amqp::{
+    AmqpConfig, AmqpConnection, AmqpRequestSink, AmqpRequestSource, AmqpTokenSink, AmqpTokenSource,
+    TokenTopology,
+};
 use chatstream::axum::ws::{Channels, WsEndpoint};
 use chatstream::axum::{method_not_allowed, not_found, seed001, ChatstreamState};
 use chatstream::backend::{
@@ -70,8 +74,9 @@ use chatstream::redis::{
 };
 use chatstream::worker::shutdown_signal;
 use chatstream::{
-    ChatRequest, ConversationStore, DynLlmBackend, Gateway, RequestSink, ScriptedBackend, Status,
-    StreamEvent, StreamKey, TokenSource, Worker, WorkerConfig,
+    ChatRequest, ConversationStore, DynLlmBackend, DynTokenSink, DynTokenSource, Gateway,
+    RequestSink, ScriptedBackend, Status, StreamEvent, StreamKey, TokenSource, Worker,
+    WorkerConfig,
 };
 use clap::Parser;
 use futures::StreamExt;
@@ -235,6 +240,18 @@ async fn show_stats(config: &RedisConfig) -> Res<()> {
     Ok(())
 }
 
+/// Whether answers travel in the RabbitMQ token stream (`ASSISTANT_TOKEN_BUS`, default
+/// `rabbitmq`) rather than on the Redis bus.
+fn tokens_on_rabbitmq() -> Res<bool> {
+    match env("ASSISTANT_TOKEN_BUS").as_deref() {
+        None | Some("rabbitmq") => Ok(true),
+        Some("redis") => Ok(false),
+        Some(other) => {
+            Err(format!("ASSISTANT_TOKEN_BUS must be rabbitmq or redis, not {other:?}").into())
+        }
+    }
+}
+
 /// Publishes one message as a seed 004 client does and prints the answer from the token
 /// bus until it is complete.
 async fn test_message(
@@ -243,15 +260,21 @@ async fn test_message(
     text: &str,
     limit: Duration,
 ) -> Res<ExitCode> {
-    let redis = RedisClient::from_config(config).await?;
-    let tokens = RedisTokenSource::new(redis, BusConfig::default());
-    let amqp = AmqpConnection::connect(AmqpConfig::seed004()).await?;
+    let mut amqp_config = AmqpConfig::seed004();
+    let tokens: Arc<DynTokenSource> = if tokens_on_rabbitmq()? {
+        amqp_config.token_topology = TokenTopology::Stream;
+        Arc::new(AmqpTokenSource::new(&AmqpConnection::connect(amqp_config.clone()).await?).await?)
+    } else {
+        let redis = RedisClient::from_config(config).await?;
+        Arc::new(RedisTokenSource::new(redis, BusConfig::default()))
+    };
+    let amqp = AmqpConnection::connect(amqp_config).await?;
     let requests = AmqpRequestSink::new(&amqp).await?;
     let message_id = format!("test-{}", uuid::Uuid::new_v4().simple());
     let key = StreamKey::new(channel, message_id.as_str());
     println!("Channel: {channel}");
     println!("Message ID: {message_id}");
-    // Redis keeps the stream from its start, so subscribing first loses nothing.
+    // Both buses keep the stream from its start, so subscribing first loses nothing.
     let mut events = tokens.subscribe(&key, None).await?;
     requests.submit(&ChatRequest::new(key, text)).await?;
     let mut failed = false;
@@ -318,6 +341,10 @@ async fn serve(config: &RedisConfig, gateway_only: bool) -> Res<()> {
     let feed = Arc::new(RedisSessionFeed::new(redis.clone()));
     let mut amqp_config = AmqpConfig::seed004();
     amqp_config.prefetch = CONCURRENCY as u16;
+    let on_rabbitmq = tokens_on_rabbitmq()?;
+    if on_rabbitmq {
+        amqp_config.token_topology = TokenTopology::Stream;
+    }
     let amqp = AmqpConnection::connect(amqp_config).await?;
     let channels = Channels::new();
     channels.follow(&*feed).await?;
@@ -328,8 +355,12 @@ async fn serve(config: &RedisConfig, gateway_only: bool) -> Res<()> {
         // Every request the worker takes is announced to the channel's subscribers, so
         // requests published straight to RabbitMQ reach the browsers listening here.
         let source = channels.announcing(AmqpRequestSource::new(&amqp).await?);
-        let sink = RedisTokenSink::new(redis.clone(), BusConfig::default()).await?;
-        let worker = Worker::builder(Arc::new(source), Arc::new(sink), backend()?)
+        let sink: Arc<DynTokenSink> = if on_rabbitmq {
+            Arc::new(AmqpTokenSink::new(&amqp).await?)
+        } else {
+            Arc::new(RedisTokenSink::new(redis.clone(), BusConfig::default()).await?)
+        };
+        let worker = Worker::builder(Arc::new(source), sink, backend()?)
             .store(store.clone())
             .cancels(cancels.clone())
             .session_feed(feed.clone())
@@ -341,12 +372,14 @@ async fn serve(config: &RedisConfig, gateway_only: bool) -> Res<()> {
             .build();
         Some(worker.spawn())
     };
-    let gateway = Gateway::builder(
-        Arc::new(AmqpRequestSink::new(&amqp).await?),
-        Arc::new(RedisTokenSource::new(redis.clone(), BusConfig::default())),
-    )
-    .cancels(cancels)
-    .build();
+    let tokens: Arc<DynTokenSource> = if on_rabbitmq {
+        Arc::new(AmqpTokenSource::new(&amqp).await?)
+    } else {
+        Arc::new(RedisTokenSource::new(redis.clone(), BusConfig::default()))
+    };
+    let gateway = Gateway::builder(Arc::new(AmqpRequestSink::new(&amqp).await?), tokens)
+        .cancels(cancels)
+        .build();
     let state = ChatstreamState::new(gateway.clone()).with_store(store);
     let app: Router = WsEndpoint::new(state.clone())
         .with_channels(channels)

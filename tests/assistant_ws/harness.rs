@@ -76,6 +76,7 @@ impl Setup {
             .env("EXCHANGE_NAME", &self.exchange)
             .env("ROUTING_KEY", &self.routing_key)
             .env("QUEUE_NAME", &self.queue)
+            .env("RABBITMQ_TOKEN_STREAM", format!("{}.log", self.queue))
             .env("REDIS_URL", redis_url())
             .env("REDIS_PREFIX", self.prefix())
             .env("REDIS_THREAD_EXPIRY", EXPIRY.to_string())
@@ -162,9 +163,11 @@ impl Drop for Setup {
         block_on_aside(async move {
             let conn = Connection::connect(&url, Default::default()).await.ok()?;
             let ch = conn.create_channel().await.ok()?;
-            let _ = ch
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
+            for q in [queue.clone(), format!("{queue}.log")] {
+                let _ = ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
             let _ = ch
                 .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
                 .await;
