@@ -546,10 +546,8 @@ async fn replay(
                 let Some(seq) = dec.seq else { continue };
                 let env = dec.into_envelope(seq);
                 let end = env.event.is_end();
-                if end || r.after_seq.is_none_or(|a| seq > a) {
-                    if tx.send(Ok(env)).await.is_err() {
-                        break;
-                    }
+                if (end || r.after_seq.is_none_or(|a| seq > a)) && tx.send(Ok(env)).await.is_err() {
+                    break;
                 }
                 ended |= end;
             }
