@@ -61,7 +61,7 @@ pub mod testkit;
 
 pub use backend::ScriptedBackend;
 pub use error::{BoxError, Error, Result};
-pub use gateway::{ClientStream, Gateway, GatewayConfig, GatewayMetrics};
+pub use gateway::{ClientStream, Gateway, GatewayConfig, GatewayMetrics, StopOutcome};
 pub use memory::{InMemoryBroker, InMemoryConversationStore};
 pub use model::{
     meta, ChatMessage, ChatRequest, FinishReason, Role, Status, StreamEvent, StreamKey,

@@ -20,7 +20,8 @@ pub use client::ClientStream;
 use hub::Hub;
 
 use crate::{
-    meta, ChatRequest, DynCancelChannel, DynRequestSink, DynTokenSource, Result, StreamKey,
+    meta, ChatRequest, DynCancelChannel, DynRequestSink, DynTokenSource, Error, FinishReason,
+    Result, StreamKey, StreamStatus,
 };
 
 /// Longest a submit waits for its stream's broker subscription before giving up.
@@ -87,6 +88,28 @@ impl GatewayMetrics {
         let opened = self.clients_opened.load(Ordering::Relaxed);
         opened.saturating_sub(self.clients_closed.load(Ordering::Relaxed))
     }
+}
+
+/// What an explicit [`Gateway::stop`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopOutcome {
+    /// The cancel was published: the worker generating the stream stops within one token
+    /// and ends it with `End { finish_reason: Cancelled, usage }`, which every reader of the
+    /// stream sees, on every gateway instance. Also the answer where the token source keeps
+    /// no record of streams ([`StreamStatus::Untracked`]): the cancel is published, and is
+    /// a no-op for a stream that already ended.
+    Stopping,
+    /// The stream had already ended; nothing was published. Stopping is idempotent: a
+    /// second stop of a stopped stream says `Ended { finish_reason: Cancelled }`.
+    Ended {
+        /// How it ended.
+        finish_reason: FinishReason,
+    },
+    /// Neither this gateway nor the token source holds the stream (never published, or
+    /// its retention expired); nothing was published. A caller that knows the stream was
+    /// submitted (and may still wait in the request queue) can [`Gateway::cancel`] it.
+    Unknown,
 }
 
 /// Submits requests and serves their streams. Cheap to clone.
@@ -180,6 +203,45 @@ impl Gateway {
     pub async fn subscribe(&self, key: &StreamKey, after_seq: Option<u64>) -> Result<ClientStream> {
         let hub = self.hub_for(key, after_seq);
         Ok(hub.join(&self.inner, after_seq))
+    }
+
+    /// Stops the generation of `key` now, whichever gateway instance relays it and whichever
+    /// worker generates it: asks the token source what it holds of the stream, and unless
+    /// the stream ended or is unknown, publishes a cancel at once (no
+    /// [`GatewayConfig::cancel_grace`]). The caller decides who may stop a stream.
+    ///
+    /// Fails with [`Error::Unsupported`] when the gateway has no cancel channel, or with the
+    /// source's or channel's error when the broker cannot be reached.
+    pub async fn stop(&self, key: &StreamKey) -> Result<StopOutcome> {
+        let followed_here = self.inner.lock_hubs().contains_key(key);
+        match self.inner.tokens.status(key).await? {
+            StreamStatus::Ended { finish_reason } => Ok(StopOutcome::Ended { finish_reason }),
+            StreamStatus::NotFound if !followed_here => Ok(StopOutcome::Unknown),
+            _ => {
+                self.cancel(key).await?;
+                Ok(StopOutcome::Stopping)
+            }
+        }
+    }
+
+    /// Publishes a cancel for `key` at once, without asking what the stream's state is (a
+    /// worker remembers cancels of streams it has not started yet, so this also stops a
+    /// request still waiting in the queue). See [`Gateway::stop`].
+    pub async fn cancel(&self, key: &StreamKey) -> Result<()> {
+        let Some(channel) = &self.inner.cancels else {
+            return Err(Error::Unsupported("this gateway has no cancel channel"));
+        };
+        channel.cancel(key).await?;
+        self.inner
+            .metrics
+            .cancels_published
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// What the token source holds of `key` (see [`TokenSource::status`](crate::TokenSource::status)).
+    pub async fn status(&self, key: &StreamKey) -> Result<StreamStatus> {
+        self.inner.tokens.status(key).await
     }
 
     /// Streams followed now.

@@ -15,7 +15,8 @@ use super::queue::{Payload, QueueState};
 use super::streams::Streams;
 use crate::{
     Acker, CancelChannel, ChatRequest, Delivery, Destination, EnvelopeStream, Error, MessageSource,
-    RequestSink, Result, SessionFeed, StreamKey, TokenEnvelope, TokenSink, TokenSource,
+    RequestSink, Result, SessionFeed, StreamKey, StreamStatus, TokenEnvelope, TokenSink,
+    TokenSource,
 };
 
 pub use super::queue::DeadLetter;
@@ -300,6 +301,10 @@ impl TokenSink for InMemoryBroker {
 
 #[async_trait]
 impl TokenSource for InMemoryBroker {
+    async fn status(&self, key: &StreamKey) -> Result<StreamStatus> {
+        Ok(self.inner.streams.status(key))
+    }
+
     async fn subscribe(&self, key: &StreamKey, after_seq: Option<u64>) -> Result<EnvelopeStream> {
         self.inner.streams.subscribe(key, after_seq)
     }

@@ -10,7 +10,10 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::{EnvelopeStream, Error, Result, StreamKey, TokenEnvelope};
+use crate::{
+    EnvelopeStream, Error, FinishReason, Result, StreamEvent, StreamKey, StreamStatus,
+    TokenEnvelope,
+};
 
 #[derive(Debug)]
 struct StreamLog {
@@ -123,6 +126,30 @@ impl Streams {
             }
             idle < self.stale_after.max(self.retention) || log.tx.receiver_count() > 0
         });
+    }
+
+    /// What is held of `key`: nothing, an open stream, or an ended one (tombstones too).
+    pub(crate) fn status(&self, key: &StreamKey) -> StreamStatus {
+        let logs = self.lock();
+        let Some(log) = logs.get(key) else {
+            return StreamStatus::NotFound;
+        };
+        if log.ended {
+            let finish_reason = log
+                .entries
+                .back()
+                .and_then(|e| match &e.event {
+                    StreamEvent::End { finish_reason, .. } => Some(finish_reason.clone()),
+                    _ => None,
+                })
+                .unwrap_or(FinishReason::Stop);
+            return StreamStatus::Ended { finish_reason };
+        }
+        if log.entries.is_empty() {
+            // Made by a subscriber waiting for a stream nothing was published to yet.
+            return StreamStatus::NotFound;
+        }
+        StreamStatus::Open
     }
 
     /// Envelopes of `key` after `after_seq` still in the ring, plus a live receiver, taken

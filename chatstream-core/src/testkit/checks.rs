@@ -379,6 +379,116 @@ pub async fn cancel_reaches_worker<H: Harness + ?Sized>(h: &H) {
     );
 }
 
+/// An explicit stop sent to another gateway instance than the one relaying the stream
+/// reaches the worker at once: the worker stops within one token, and the relaying
+/// gateway's client gets `End { Cancelled }` with the usage of what was generated. A second
+/// stop is idempotent, and a stop of a stream nobody published says so, where the token
+/// source keeps a record of streams.
+pub async fn explicit_stop_from_another_gateway<H: Harness + ?Sized>(h: &H) {
+    if !h.capabilities().cancel {
+        eprintln!("explicit_stop_from_another_gateway: no cancel channel; skipped");
+        return;
+    }
+    let backend = EndlessBackend::new(Duration::from_millis(5));
+    let worker = start_worker(h, Arc::new(backend.clone())).await;
+    // cancel_grace is long: only the explicit stop may end this stream.
+    let config = GatewayConfig {
+        cancel_grace: Duration::from_secs(600),
+        ..GatewayConfig::default()
+    };
+    let relay = gateway(h, config.clone()).await;
+    let other = gateway(h, config).await;
+    let key = unique_key("stop");
+    let mut stream = within(
+        "submit",
+        relay.submit(ChatRequest::new(key.clone(), "go on forever")),
+    )
+    .await
+    .expect("submit");
+    let mut text = String::new();
+    while text.matches('t').count() < 3 {
+        match within("three tokens", stream.next()).await {
+            Some(ClientEvent::Envelope(env)) => {
+                if let StreamEvent::Token { text: t } = &env.event {
+                    text.push_str(t);
+                }
+            }
+            Some(ClientEvent::Reset { .. }) => text.clear(),
+            other => panic!("the stream ended before the stop: {other:?}"),
+        }
+    }
+    let outcome = within("stop", other.stop(&key)).await.expect("stop failed");
+    assert_eq!(
+        outcome,
+        crate::StopOutcome::Stopping,
+        "the stop was not published"
+    );
+    let usage = within("End after the stop", async {
+        while let Some(ev) = stream.next().await {
+            match ev {
+                ClientEvent::Envelope(env) => match &env.event {
+                    StreamEvent::Token { text: t } => text.push_str(t),
+                    StreamEvent::End {
+                        finish_reason,
+                        usage,
+                    } => {
+                        assert_eq!(
+                            *finish_reason,
+                            FinishReason::Cancelled,
+                            "the stream should end as cancelled"
+                        );
+                        return usage.expect("a cancelled End carries the usage so far");
+                    }
+                    _ => {}
+                },
+                ClientEvent::Reset { .. } => text.clear(),
+                ClientEvent::Fault(f) => panic!("the relaying client got a fault: {f:?}"),
+            }
+        }
+        panic!("the client stream closed without End");
+    })
+    .await;
+    let received = text.matches('t').count();
+    assert_eq!(
+        usage.completion_tokens as usize, received,
+        "the End's usage should count the tokens the client got: {text:?}"
+    );
+    let stats = within("worker finishes", worker.shutdown()).await;
+    assert_eq!(
+        stats.cancelled, 1,
+        "the worker did not record the stop: {stats:?}"
+    );
+    let generated = backend.generated();
+    assert!(
+        generated <= received + 1,
+        "the worker generated {generated} tokens but sent {received}: it went on after the stop"
+    );
+    // A second stop, and a stop of a stream nobody published.
+    let source = h.token_source().await;
+    if within("status", source.status(&key)).await.expect("status")
+        != crate::StreamStatus::Untracked
+    {
+        assert_eq!(
+            within("second stop", other.stop(&key))
+                .await
+                .expect("second stop"),
+            crate::StopOutcome::Ended {
+                finish_reason: FinishReason::Cancelled
+            },
+            "a second stop should say the stream ended as cancelled"
+        );
+        assert_eq!(
+            within(
+                "stop of an unknown stream",
+                other.stop(&unique_key("nobody"))
+            )
+            .await
+            .expect("stop of an unknown stream"),
+            crate::StopOutcome::Unknown,
+        );
+    }
+}
+
 /// 100 concurrent streams each get exactly their own answer.
 pub async fn concurrent_streams_do_not_mix<H: Harness + ?Sized>(h: &H) {
     let backend = ScriptedBackend::default().with_delay(Duration::from_millis(1));

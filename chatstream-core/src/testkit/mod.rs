@@ -33,6 +33,7 @@ macro_rules! conformance_tests {
             redelivery_after_dropped_consumer,
             malformed_input_dead_lettered,
             cancel_reaches_worker,
+            explicit_stop_from_another_gateway,
             concurrent_streams_do_not_mix,
         );
     };

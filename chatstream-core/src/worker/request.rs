@@ -75,7 +75,10 @@ enum Outcome {
         finish: FinishReason,
         usage: Option<Usage>,
     },
-    Cancelled,
+    /// Stopped by a cancel; `usage` is what was generated up to the stop.
+    Cancelled {
+        usage: Usage,
+    },
     Failed(Error),
     /// Shutdown grace is over or the sink failed: give the request back.
     GiveBack(Error),
@@ -158,10 +161,10 @@ async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Ac
             },
             None,
         ),
-        Outcome::Cancelled => (
+        Outcome::Cancelled { usage } => (
             StreamEvent::End {
                 finish_reason: FinishReason::Cancelled,
-                usage: None,
+                usage: Some(usage),
             },
             None,
         ),
@@ -308,13 +311,16 @@ async fn generate(
             Ok(s) => s,
             Err(e) => return Outcome::Failed(e),
         },
-        _ = cancel.notified() => return Outcome::Cancelled,
+        _ = cancel.notified() => return Outcome::Cancelled { usage: counted_usage(request, conversation, None, 0) },
         _ = abort.wait_for(|a| *a) => return Outcome::GiveBack(Error::Cancelled),
         _ = &mut lost => return Outcome::GiveBack(Error::Cancelled),
         _ = tokio::time::sleep_until(deadline) => return Outcome::Failed(Error::Timeout("generation")),
     };
     let mut coalescer = Coalescer::new(ctx.config.coalesce);
     let mut usage = None;
+    // Text deltas received, the completion tokens a cancelled answer is billed for when the
+    // backend reported no usage before the stop.
+    let mut deltas: u32 = 0;
     let mut responding = false;
     let mut finish = FinishReason::Stop;
     // Created once, not per token: registering a waiter and two timers per token, and
@@ -348,7 +354,9 @@ async fn generate(
                     answer.push_str(&t);
                     let _ = out.emit(StreamEvent::Token { text: t }).await;
                 }
-                return Outcome::Cancelled;
+                return Outcome::Cancelled {
+                    usage: counted_usage(request, conversation, usage, deltas),
+                };
             }
             Step::Abort => return Outcome::GiveBack(Error::Cancelled),
             Step::Timeout => return Outcome::Failed(Error::Timeout("generation")),
@@ -362,6 +370,7 @@ async fn generate(
                 return Outcome::Failed(e);
             }
             Step::Event(Some(Ok(LlmEvent::TextDelta(t)))) => {
+                deltas = deltas.saturating_add(1);
                 if !responding && ctx.config.status_events {
                     responding = true;
                     if let Err(e) = out.emit(status(Status::Responding, None)).await {
@@ -406,6 +415,34 @@ async fn generate(
         }
     }
     Outcome::Finished { finish, usage }
+}
+
+/// The usage of a cancelled generation: the backend's counts when it gave them before the
+/// stop, else counted here. Completion tokens are the text deltas received (OpenAI-style
+/// servers send one token per delta); prompt tokens, which only the backend can count
+/// exactly, are estimated at four bytes per token of the history and the request, the
+/// usual rule of thumb for English text with OpenAI's tokenizers.
+fn counted_usage(
+    request: &ChatRequest,
+    conversation: &Conversation,
+    reported: Option<Usage>,
+    deltas: u32,
+) -> Usage {
+    if let Some(u) = reported {
+        return u;
+    }
+    let bytes: usize = conversation
+        .messages
+        .iter()
+        .chain(&request.messages)
+        .map(|m| m.content.len())
+        .sum();
+    let prompt_tokens = u32::try_from(bytes.div_ceil(4)).unwrap_or(u32::MAX);
+    Usage {
+        prompt_tokens,
+        completion_tokens: deltas,
+        total_tokens: prompt_tokens.saturating_add(deltas),
+    }
 }
 
 enum Step {
