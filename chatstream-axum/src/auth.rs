@@ -8,17 +8,17 @@
 //! - A [`StreamTokenSigner`] makes short-lived tokens that open one stream, for clients that
 //!   cannot send headers (`EventSource`): `?token=…` or `Authorization: Bearer st1.…`.
 //! - [`authorize_stream`] decides who may read a stream when per-stream authorization is on
-//!   ([`ChatstreamState::with_stream_auth`]): the principal that submitted it (remembered in
-//!   [`StreamOwners`], this process only) or anyone holding its stream token (any instance
-//!   sharing the secret). Refusals are logged at `warn` with who, which stream and why.
+//!   ([`ChatstreamState::with_stream_auth`]): the principal that submitted it (kept in the
+//!   state's [`StreamRegistry`](chatstream_core::StreamRegistry), shared by every instance
+//!   when it lives in a store) or anyone holding its stream token (any instance sharing the
+//!   secret). Refusals are logged at `warn` with who, which stream and why.
 //!
 //! | refusal | status |
 //! |---|---|
 //! | no credentials, unknown bearer, malformed or expired stream token | 401 `unauthorized` |
 //! | stream token made for another stream | 403 `forbidden` |
-//! | a user that did not submit the stream (or a stream this process does not know) | 404 `not_found`, as for seed 002's "another user's thread", so existence does not leak |
+//! | a user that did not submit the stream (or a stream the registry does not know) | 404 `not_found`, as for seed 002's "another user's thread", so existence does not leak |
 
-mod owners;
 mod signer;
 mod static_tokens;
 
@@ -32,7 +32,6 @@ use axum::http::{header, HeaderMap, Uri};
 use chatstream_core::StreamKey;
 use serde::{Deserialize, Serialize};
 
-pub use owners::{StreamOwners, DEFAULT_OWNERS_CAPACITY, DEFAULT_OWNERS_TTL};
 pub use signer::{is_stream_token, StreamTokenSigner, DEFAULT_TOKEN_TTL, SECRET_ENV, TOKEN_PREFIX};
 pub use static_tokens::{StaticTokens, TOKENS_ENV};
 
@@ -247,8 +246,9 @@ pub async fn authorize_stream(
     let principal = authenticate_token(state, &credential)
         .await
         .map_err(|e| refused(None, Some(key), e))?;
-    match state.stream_owners().owner(key) {
-        Some(owner) if owner == principal => Ok(StreamAccess::Owner(principal)),
+    let record = state.stream_registry().lookup(key).await?;
+    match record.and_then(|r| r.owner) {
+        Some(owner) if owner == principal.as_str() => Ok(StreamAccess::Owner(principal)),
         _ => Err(refused(
             Some(&principal),
             Some(key),

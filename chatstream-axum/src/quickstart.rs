@@ -105,10 +105,13 @@ pub async fn submit(
             meta::CONVERSATION.to_owned(),
             user_conversation(&principal, &session_id),
         );
-        state.stream_owners().insert(key.clone(), principal);
+        state.record_stream(&key, Some(&principal)).await?;
         let token = state.stream_signer().sign(&key);
         stream = format!("{stream}?token={token}");
         stream_token = Some(token);
+    }
+    if stream_token.is_none() {
+        state.record_stream(&key, None).await?;
     }
     state.gateway().submit_detached(request).await?;
     tracing::debug!(%session_id, %message_id, "chat request queued");

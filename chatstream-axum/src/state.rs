@@ -3,9 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatstream_core::{DynConversationStore, Gateway, StreamKey};
+use chatstream_core::{
+    DynConversationStore, DynStreamRegistry, Gateway, InMemoryStreamRegistry, StreamKey,
+};
 
-use crate::auth::{DynAuthenticator, StreamOwners, StreamTokenSigner};
+use crate::auth::{DynAuthenticator, Principal, StreamTokenSigner};
 use crate::sse::SseConfig;
 use crate::ApiError;
 
@@ -31,7 +33,7 @@ pub struct ChatstreamState {
     authenticator: Option<Arc<DynAuthenticator>>,
     stream_auth: bool,
     signer: StreamTokenSigner,
-    owners: StreamOwners,
+    streams: Arc<DynStreamRegistry>,
     stream_time_limit: Duration,
 }
 
@@ -49,7 +51,7 @@ impl ChatstreamState {
             authenticator: None,
             stream_auth: false,
             signer: StreamTokenSigner::from_env(),
-            owners: StreamOwners::default(),
+            streams: Arc::new(InMemoryStreamRegistry::default()),
             stream_time_limit: DEFAULT_STREAM_TIME_LIMIT,
         }
     }
@@ -83,9 +85,12 @@ impl ChatstreamState {
         self
     }
 
-    /// Sets the map remembering who submitted which stream.
-    pub fn with_stream_owners(mut self, owners: StreamOwners) -> Self {
-        self.owners = owners;
+    /// Sets the registry of submitted streams: who submitted each, and each session's
+    /// latest. The default, an [`InMemoryStreamRegistry`], serves one gateway process;
+    /// gateways behind a load balancer share one in a store (`RedisStreamRegistry`), so a
+    /// resume or a stop reaching another instance finds the stream's owner there.
+    pub fn with_stream_registry(mut self, streams: Arc<DynStreamRegistry>) -> Self {
+        self.streams = streams;
         self
     }
 
@@ -152,9 +157,23 @@ impl ChatstreamState {
         &self.signer
     }
 
-    /// Who submitted which stream (this process).
-    pub fn stream_owners(&self) -> &StreamOwners {
-        &self.owners
+    /// The registry of submitted streams.
+    pub fn stream_registry(&self) -> &Arc<DynStreamRegistry> {
+        &self.streams
+    }
+
+    /// Records a stream a route is about to submit, with its submitter when authenticated,
+    /// so that any gateway instance can authorize its reads and stops and find a session's
+    /// latest stream.
+    pub async fn record_stream(
+        &self,
+        key: &StreamKey,
+        submitter: Option<&Principal>,
+    ) -> Result<(), ApiError> {
+        self.streams
+            .record(key, submitter.map(Principal::as_str))
+            .await?;
+        Ok(())
     }
 
     /// The server-side time limit of a seed 002 answer.

@@ -62,7 +62,7 @@ pub mod testkit;
 pub use backend::ScriptedBackend;
 pub use error::{BoxError, Error, Result};
 pub use gateway::{ClientStream, Gateway, GatewayConfig, GatewayMetrics, StopOutcome};
-pub use memory::{InMemoryBroker, InMemoryConversationStore};
+pub use memory::{InMemoryBroker, InMemoryConversationStore, InMemoryStreamRegistry};
 pub use model::{
     meta, ChatMessage, ChatRequest, FinishReason, Role, Status, StreamEvent, StreamKey,
     TokenEnvelope, Usage,

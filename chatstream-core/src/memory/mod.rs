@@ -5,8 +5,10 @@
 
 mod broker;
 mod queue;
+mod registry;
 mod store;
 mod streams;
 
 pub use broker::{BrokerStats, DeadLetter, InMemoryBroker, InMemoryConfig, InMemorySource};
+pub use registry::{InMemoryStreamRegistry, DEFAULT_REGISTRY_CAPACITY, DEFAULT_REGISTRY_TTL};
 pub use store::{Clock, InMemoryConversationStore};

@@ -2,6 +2,7 @@
 
 mod broker;
 mod llm;
+mod registry;
 mod store;
 mod transport;
 
@@ -11,6 +12,7 @@ pub use broker::{
     NoRequestSink, RequestSink, SessionFeed, StreamStatus, TokenSink, TokenSource,
 };
 pub use llm::{DynLlmBackend, LlmBackend, LlmEvent, LlmLayer, LlmStream, ToolCall};
+pub use registry::{DynStreamRegistry, StreamRecord, StreamRegistry};
 pub use store::{
     Conversation, ConversationMeta, ConversationStore, DynConversationStore, StoreStats,
 };
@@ -34,6 +36,7 @@ mod tests {
         _: Box<dyn ConversationStore>,
         _: Box<dyn Acker>,
         _: Box<dyn FrameEncoder>,
+        _: Box<dyn StreamRegistry>,
     ) {
     }
 
