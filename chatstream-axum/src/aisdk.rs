@@ -4,7 +4,8 @@
 //! | route | answer |
 //! |---|---|
 //! | `POST /api/ai-sdk/chat` | the answer as a UI message stream: `start`, `text-start`, `text-delta`…, `text-end`, `finish`, `data: [DONE]` (`error` then `[DONE]` on failure), header `x-vercel-ai-ui-message-stream: v1` |
-//! | `GET /api/ai-sdk/chat/{chatId}/stream` | the latest answer of that chat again (what `useChat({ resume: true })` asks for), `204` when this gateway knows none; `Last-Event-ID` replays only what followed |
+//! | `GET /api/ai-sdk/chat/{chatId}/stream` | the latest answer of that chat again (what `useChat({ resume: true })` asks for), `204` when the stream registry knows none; `Last-Event-ID` replays only what followed |
+//! | `POST /api/ai-sdk/chat/{chatId}/stop` | stops the chat's latest answer from any instance ([`crate::stop`]): the stop endpoint the AI SDK's docs pair with resumable streams, since `stop()` only closes the connection |
 //!
 //! `useChat` posts to `/api/chat` by default, which the quickstart uses for its own body, so
 //! point the transport here: `new DefaultChatTransport({ api: "/api/ai-sdk/chat" })`. Its
@@ -19,12 +20,10 @@
 //! Choices: the client's messages are the whole conversation (it edits and regenerates
 //! them), so all of them are passed on and no stored history is added. Both triggers are
 //! answered alike, from the messages sent. The stream key is `chatId/<new uuid>`; the uuid is
-//! the assistant message's id in `start`. Which answer is a chat's latest is remembered by
-//! this gateway only (the last 10 000 chats), so a reconnect that reaches another instance
-//! gets `204` and the client keeps what it has.
-
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+//! the assistant message's id in `start`. Which answer is a chat's latest is kept in the
+//! state's [`StreamRegistry`](chatstream_core::StreamRegistry): in this process by default,
+//! in Redis (`RedisStreamRegistry`) for gateways behind a load balancer, so that a
+//! reconnect or a stop reaching another instance finds it.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -39,13 +38,11 @@ use serde_json::Value;
 
 use crate::json::BodyLimit;
 use crate::state::check_path_id;
+use crate::stop::{stop_stream, Stopped};
 use crate::{sse_response, ApiError, ApiJson, ChatstreamState, LastEventId};
 
 /// The path of the chat route.
 pub const CHAT_PATH: &str = "/api/ai-sdk/chat";
-
-/// How many chats' latest streams a gateway remembers for reconnects.
-pub const REMEMBERED_CHATS: usize = 10_000;
 
 /// The body `DefaultChatTransport` posts.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -137,51 +134,20 @@ pub fn chat_messages(messages: &[UiMessage]) -> Result<Vec<ChatMessage>, ApiErro
     Ok(out)
 }
 
-/// The latest stream of each chat this gateway answered, oldest forgotten first.
-#[derive(Debug, Default)]
-struct Latest {
-    by_chat: HashMap<String, StreamKey>,
-    order: VecDeque<(String, StreamKey)>,
-}
-
 #[derive(Debug, Clone)]
 struct AiSdkState {
     chat: ChatstreamState,
-    latest: Arc<Mutex<Latest>>,
-}
-
-impl AiSdkState {
-    fn remember(&self, key: &StreamKey) {
-        let mut l = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        let chat = key.session_id.to_string();
-        l.by_chat.insert(chat.clone(), key.clone());
-        l.order.push_back((chat, key.clone()));
-        while l.order.len() > REMEMBERED_CHATS {
-            if let Some((chat, key)) = l.order.pop_front() {
-                if l.by_chat.get(&chat) == Some(&key) {
-                    l.by_chat.remove(&chat);
-                }
-            }
-        }
-    }
-
-    fn latest(&self, chat: &str) -> Option<StreamKey> {
-        let l = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        l.by_chat.get(chat).cloned()
-    }
 }
 
 /// `POST /api/ai-sdk/chat` and `GET /api/ai-sdk/chat/{chatId}/stream`, with the state's
 /// request body limit.
 pub fn router(state: ChatstreamState) -> Router {
     let limit = state.body_limit();
-    let shared = AiSdkState {
-        chat: state,
-        latest: Arc::default(),
-    };
+    let shared = AiSdkState { chat: state };
     Router::new()
         .route(CHAT_PATH, post(chat))
         .route(&format!("{CHAT_PATH}/{{chat_id}}/stream"), get(reconnect))
+        .route(&format!("{CHAT_PATH}/{{chat_id}}/stop"), post(stop))
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(BodyLimit(limit)))
         .with_state(shared)
@@ -221,8 +187,8 @@ async fn chat(
     };
     // The client holds the history: nothing is loaded or saved.
     let request = request.stateless();
+    s.chat.record_stream(&key, None).await?;
     let events = s.chat.gateway().submit(request).await?;
-    s.remember(&key);
     tracing::debug!(%chat_id, %message_id, trigger = ?body.trigger, "AI SDK chat queued");
     Ok(ui_stream(&s, events))
 }
@@ -235,9 +201,26 @@ async fn reconnect(
 ) -> Result<Response, ApiError> {
     let Path(chat_id) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
     check_path_id("chatId", &chat_id)?;
-    let Some(key) = s.latest(&chat_id) else {
+    let Some(key) = s.chat.stream_registry().latest(&chat_id).await? else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let events = s.chat.gateway().subscribe(&key, last_event_id.0).await?;
     Ok(ui_stream(&s, events))
+}
+
+/// `POST /api/ai-sdk/chat/{chatId}/stop`: stops the chat's latest answer, from any
+/// instance (the dedicated stop endpoint the AI SDK's docs pair with `resume: true`, since
+/// `useChat`'s `stop()` only closes the client's connection): `202 {"status":"stopping"}`,
+/// `200 {"status":"ended","finish_reason"}`, `404` when the chat has no known answer (see
+/// [`crate::stop`]).
+async fn stop(
+    State(s): State<AiSdkState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Stopped, ApiError> {
+    let Path(chat_id) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
+    check_path_id("chatId", &chat_id)?;
+    let Some(key) = s.chat.stream_registry().latest(&chat_id).await? else {
+        return Err(ApiError::Missing("stream"));
+    };
+    stop_stream(&s.chat, &key).await
 }

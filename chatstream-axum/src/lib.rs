@@ -57,6 +57,7 @@ pub mod seed003;
 mod serve;
 pub mod sse;
 mod state;
+pub mod stop;
 mod trace;
 pub mod ws;
 

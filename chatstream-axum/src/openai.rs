@@ -6,6 +6,7 @@
 //! | `POST /v1/chat/completions`, `"stream": true` | `chat.completion.chunk` SSE ([`OpenAiChunks`]) ending with `data: [DONE]`; a usage chunk first when `stream_options.include_usage` |
 //! | `POST /v1/chat/completions`, otherwise | one `chat.completion` object, `usage` from the end of the stream |
 //! | `GET /v1/chat/completions/{id}/stream` | the chunk stream of completion `id` again; with `Last-Event-ID` (or `?lastEventId=`) only what followed; `?model=` and `?include_usage=true` as in the request |
+//! | `POST /v1/chat/completions/{id}/cancel` | stops completion `id` from any instance ([`crate::stop`]); its stream ends with `finish_reason: "cancelled"` |
 //! | `GET /v1/models`, `GET /v1/models/{model}` | the configured models |
 //!
 //! Every answer carries the completion id in [`STREAM_ID_HEADER`]. The id is
@@ -55,6 +56,7 @@ pub use request::StreamOptions;
 pub use request::{chat_messages, CompletionRequest, Content, ContentPart, RequestMessage};
 
 use crate::state::check_path_id;
+use crate::stop::{stop_stream, Stopped};
 use crate::{sse_response, ApiError, ChatstreamState, LastEventId};
 
 /// The response header carrying the completion id, which names the resumable stream.
@@ -139,6 +141,10 @@ pub fn router(state: ChatstreamState, config: OpenAiRouteConfig) -> Router {
             &format!("{base}/chat/completions/{{id}}/stream"),
             get(resume),
         )
+        .route(
+            &format!("{base}/chat/completions/{{id}}/cancel"),
+            post(cancel),
+        )
         .route(&format!("{base}/models"), get(models::list))
         .route(&format!("{base}/models/{{*model}}"), get(models::retrieve))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -190,6 +196,7 @@ async fn create(
         metadata: Default::default(),
     }
     .stateless();
+    s.chat.record_stream(&request.key, None).await?;
     let events = s.chat.gateway().submit(request).await?;
     tracing::debug!(%id, %model, stream = req.stream == Some(true), "chat completion queued");
     let meta = ChunkMeta {
@@ -296,4 +303,18 @@ async fn resume(
         response.headers_mut().insert(STREAM_ID_HEADER, v);
     }
     Ok(response)
+}
+
+/// `POST /v1/chat/completions/{id}/cancel`: stops the completion from any instance
+/// (`202 {"status":"stopping"}`, `200 {"status":"ended","finish_reason"}`, `404` for an
+/// unknown id; see [`crate::stop`]). Its stream, on every instance, ends with
+/// `finish_reason: "cancelled"` and, when asked for, the usage so far.
+async fn cancel(
+    State(s): State<OpenAiState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Stopped, OpenAiError> {
+    let Path(id) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
+    check_path_id("id", &id)?;
+    let key = StreamKey::new(id.as_str(), id.as_str());
+    Ok(stop_stream(&s.chat, &key).await?)
 }

@@ -9,6 +9,7 @@
 //! | `POST /chat/threads/{threadId}/messages` `{"content"}` | `{"response": "<the whole answer>"}` (non-streaming fallback) |
 //! | `POST /chat/threads/{threadId}/messages/stream` `{"content"}` | SSE: `connected`, `message_saved`, `workflow_status`, `ai_response`…, `workflow_complete`, `done` (or `error`, `done`) |
 //! | `GET /chat/threads/{threadId}/messages/{messageId}/stream` | the same stream again from `Last-Event-ID` (resume) |
+//! | `DELETE /chat/threads/{threadId}/messages/{messageId}/stream` | stops the answer from any instance: `202 {"status":"stopping"}`, `200 {"status":"ended","finish_reason"}`, `404` for an unknown message or another user's thread ([`crate::stop`]); every reader's stream ends with `workflow_complete` and `done` |
 //!
 //! A user sees only its own threads: another user's thread is a `404`, like a missing one.
 //! Threads and messages live in the [`ConversationStore`](chatstream_core::ConversationStore)
@@ -49,6 +50,7 @@ pub use model::{
 use crate::auth::{authenticate_token, is_stream_token, refused, stream_credential, Principal};
 use crate::json::BodyLimit;
 use crate::state::check_path_id;
+use crate::stop::{stop_stream, Stopped};
 use crate::{ApiError, ApiJson, ChatstreamState, LastEventId};
 use events::{connected, limited_sse, message_saved, Connected, RouteEncoder};
 use model::{check_content, iso_now, owned_thread, store, title};
@@ -68,7 +70,7 @@ pub fn router(state: ChatstreamState) -> Router {
         .route("/chat/threads/{thread_id}/messages/stream", post(stream))
         .route(
             "/chat/threads/{thread_id}/messages/{message_id}/stream",
-            get(resume),
+            get(resume).delete(stop),
         )
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(BodyLimit(limit)))
@@ -153,6 +155,7 @@ async fn new_request(
     request
         .metadata
         .insert(meta::PRINCIPAL.to_owned(), user.to_string());
+    state.record_stream(&request.key, Some(user)).await?;
     Ok(request)
 }
 
@@ -240,6 +243,46 @@ pub async fn stream(
     ))
 }
 
+/// The message stream a path names, when the request may read it: the thread's owner
+/// (bearer token) or the holder of the message's stream token (`?token=` or bearer).
+async fn authorized_message(
+    state: &ChatstreamState,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<StreamKey, ApiError> {
+    let Path((thread_id, message_id)) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
+    check_path_id("threadId", &thread_id)?;
+    check_path_id("messageId", &message_id)?;
+    let key = StreamKey::new(thread_id.as_str(), message_id.as_str());
+    let Some(credential) = stream_credential(headers, uri)? else {
+        let e = ApiError::Unauthorized("a bearer token or stream token is required".into());
+        return Err(refused(None, Some(&key), e));
+    };
+    if is_stream_token(&credential) {
+        let checked = state.stream_signer().verify(&key, &credential);
+        checked.map_err(|e| refused(None, Some(&key), e))?;
+    } else {
+        let user = authenticate_token(state, &credential)
+            .await
+            .map_err(|e| refused(None, Some(&key), e))?;
+        owned_thread(state, &user, &thread_id).await?;
+    }
+    Ok(key)
+}
+
+/// `DELETE /chat/threads/{threadId}/messages/{messageId}/stream`: stops the answer (see
+/// [`crate::stop`]), allowed to whoever may read it.
+pub async fn stop(
+    State(state): State<ChatstreamState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Stopped, ApiError> {
+    let key = authorized_message(&state, path, &headers, &uri).await?;
+    stop_stream(&state, &key).await
+}
+
 /// `GET /chat/threads/{threadId}/messages/{messageId}/stream`: the stream again, writing
 /// what came after `Last-Event-ID`. Allowed to the thread's owner (bearer token) or with
 /// the message's stream token (`?token=` or bearer).
@@ -250,23 +293,7 @@ pub async fn resume(
     uri: Uri,
     last_event_id: LastEventId,
 ) -> Result<Response, ApiError> {
-    let Path((thread_id, message_id)) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
-    check_path_id("threadId", &thread_id)?;
-    check_path_id("messageId", &message_id)?;
-    let key = StreamKey::new(thread_id.as_str(), message_id.as_str());
-    let Some(credential) = stream_credential(&headers, &uri)? else {
-        let e = ApiError::Unauthorized("a bearer token or stream token is required".into());
-        return Err(refused(None, Some(&key), e));
-    };
-    if is_stream_token(&credential) {
-        let checked = state.stream_signer().verify(&key, &credential);
-        checked.map_err(|e| refused(None, Some(&key), e))?;
-    } else {
-        let user = authenticate_token(&state, &credential)
-            .await
-            .map_err(|e| refused(None, Some(&key), e))?;
-        owned_thread(&state, &user, &thread_id).await?;
-    }
+    let key = authorized_message(&state, path, &headers, &uri).await?;
     // From the start, so the final `accumulated` is whole; the encoder skips what the
     // client already has.
     let events = state.gateway().subscribe(&key, None).await?;

@@ -5,6 +5,7 @@
 //! | `POST /v1/chat/completions` | queues the request; `200 {"uid","status":"queued","stream"}` ([`Submitted`]) |
 //! | `POST /v1/chat/completions` with `Accept: text/event-stream` | queues it and streams the answer at once, as the original Go handler did |
 //! | `GET /v1/chat/response?uid=<uid>` | the answer as SSE in seed 003's chunks ([`Seed003Sse`]), ending with `data: [DONE]`; resumable with `Last-Event-ID` / `?lastEventId=` |
+//! | `DELETE /v1/chat/response?uid=<uid>` | stops the answer from any instance: `202 {"status":"stopping"}`, `200 {"status":"ended","finish_reason"}` when it had ended, `404` for an unknown uid ([`crate::stop`]) |
 //! | `GET /ping` | `pong`, `text/plain; charset=utf-8` |
 //!
 //! The body is `{"model", "messages": [{"role", "content"}], "stream", "max_tokens"?,
@@ -38,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::openai::{RequestMessage, STREAM_ID_HEADER};
 use crate::state::{check_path_id, check_token_id};
+use crate::stop::{stop_stream, Stopped};
 use crate::{sse_response, ApiError, ChatstreamState, LastEventId};
 
 /// The body of `GET /ping`.
@@ -96,7 +98,7 @@ pub fn router(state: ChatstreamState) -> Router {
 /// router (which owns `POST /v1/chat/completions`).
 pub fn response_router(state: ChatstreamState) -> Router {
     Router::new()
-        .route(RESPONSE_PATH, get(response))
+        .route(RESPONSE_PATH, get(response).delete(stop))
         .route("/ping", get(ping))
         .with_state(state)
 }
@@ -185,6 +187,7 @@ pub async fn submit(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/event-stream"));
+    state.record_stream(&request.key, None).await?;
     tracing::debug!(%uid, wants_stream, "seed 003 request queued");
     let mut response = if wants_stream {
         let events = state.gateway().submit(request).await?;
@@ -209,19 +212,33 @@ struct ResponseQuery {
     uid: Option<String>,
 }
 
-/// `GET /v1/chat/response?uid=<uid>`: the answer as seed 003 SSE chunks.
-async fn response(
-    State(state): State<ChatstreamState>,
-    query: Result<Query<ResponseQuery>, QueryRejection>,
-    last_event_id: LastEventId,
-) -> Result<Response, ApiError> {
+/// The stream key a `?uid=` query names.
+fn uid_key(query: Result<Query<ResponseQuery>, QueryRejection>) -> Result<StreamKey, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadQuery(e.body_text()))?;
     let uid = q.uid.filter(|u| !u.is_empty()).ok_or(ApiError::Invalid {
         field: "uid",
         reason: "is required: /v1/chat/response?uid=<uid>".into(),
     })?;
     check_path_id("uid", &uid)?;
-    let key = StreamKey::new(uid.as_str(), uid.as_str());
+    Ok(StreamKey::new(uid.as_str(), uid.as_str()))
+}
+
+/// `GET /v1/chat/response?uid=<uid>`: the answer as seed 003 SSE chunks.
+async fn response(
+    State(state): State<ChatstreamState>,
+    query: Result<Query<ResponseQuery>, QueryRejection>,
+    last_event_id: LastEventId,
+) -> Result<Response, ApiError> {
+    let key = uid_key(query)?;
     let events = state.gateway().subscribe(&key, last_event_id.0).await?;
     Ok(sse_response(events, &Seed003Sse, state.sse()))
+}
+
+/// `DELETE /v1/chat/response?uid=<uid>`: stops the answer (see [`crate::stop`]).
+async fn stop(
+    State(state): State<ChatstreamState>,
+    query: Result<Query<ResponseQuery>, QueryRejection>,
+) -> Result<Stopped, ApiError> {
+    let key = uid_key(query)?;
+    stop_stream(&state, &key).await
 }
