@@ -50,6 +50,7 @@
 pub mod backend;
 mod error;
 pub mod gateway;
+pub mod history;
 pub mod memory;
 mod model;
 mod traits;
@@ -62,6 +63,7 @@ pub mod testkit;
 pub use backend::ScriptedBackend;
 pub use error::{BoxError, Error, Result};
 pub use gateway::{ClientStream, Gateway, GatewayConfig, GatewayMetrics, StopOutcome};
+pub use history::{FallbackTokenSource, LoggedTokenSink};
 pub use memory::{InMemoryBroker, InMemoryConversationStore, InMemoryStreamRegistry};
 pub use model::{
     meta, ChatMessage, ChatRequest, FinishReason, Role, Status, StreamEvent, StreamKey,
