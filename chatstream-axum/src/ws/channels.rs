@@ -190,6 +190,15 @@ impl Seen {
         self.set.contains(key)
     }
 
+    /// The newest answer seen whose message id is `message_id`.
+    pub(crate) fn find_message(&self, message_id: &str) -> Option<StreamKey> {
+        self.order
+            .iter()
+            .rev()
+            .find(|k| &*k.message_id == message_id)
+            .cloned()
+    }
+
     /// `false` when it was there already.
     pub(crate) fn insert(&mut self, key: StreamKey) -> bool {
         if !self.set.insert(key.clone()) {

@@ -22,6 +22,7 @@ use super::frames::{self, Follow, Ids};
 use super::writer::{close, write};
 use super::WsEndpoint;
 use crate::state::check_path_id;
+use crate::stop::stop_stream;
 use crate::ApiError;
 
 type Flow = ControlFlow<()>;
@@ -128,6 +129,10 @@ impl Reader {
             Ok(ClientAction::Subscribe { channel }) => self.subscribe(channel, ids),
             Ok(ClientAction::Message(request)) => self.ask(request, ids).await,
             Ok(ClientAction::Ping) => self.push(frames::pong(&self.endpoint.config.clock)),
+            Ok(ClientAction::Cancel {
+                channel,
+                message_id,
+            }) => self.cancel(channel, message_id, ids).await,
             Err(e) => self.error(e.to_string(), "invalid_action", ids),
         }
     }
@@ -169,6 +174,9 @@ impl Reader {
         if let Some(flow) = self.check_room(&ids) {
             return flow;
         }
+        if let Err(e) = self.endpoint.state.record_stream(&key, None).await {
+            return self.error(e.client_message(), e.code(), ids);
+        }
         match self.endpoint.state.gateway().submit(request).await {
             Ok(events) => {
                 tracing::debug!(channel = %key.session_id, message_id = %key.message_id, "WebSocket request queued");
@@ -178,6 +186,43 @@ impl Reader {
                 GO
             }
             Err(e) => self.gateway_error(e, ids),
+        }
+    }
+
+    /// `{"action": "cancel", "message_id", "channel"?}`: stops that answer from any instance
+    /// (see [`crate::stop`]). Its `final` (the text so far) follows on every connection
+    /// that reads it; nothing else is sent, unless the answer is unknown (an `error` with
+    /// code `not_found`). Without `channel`, the answers this connection followed are
+    /// searched for the message id.
+    async fn cancel(&mut self, channel: Option<String>, message_id: String, ids: Ids) -> Flow {
+        let key = match channel {
+            Some(channel) => StreamKey::new(channel, message_id),
+            None => {
+                match self.seen.find_message(&message_id) {
+                    Some(key) => key,
+                    None => {
+                        let message = format!("no answer to message {message_id:?} on this connection; name its channel");
+                        return self.error(message, "not_found", ids);
+                    }
+                }
+            }
+        };
+        let checked = check_path_id("channel", &key.session_id)
+            .and_then(|()| check_path_id("message_id", &key.message_id));
+        if let Err(e) = checked {
+            return self.error(e.to_string(), "invalid_field", ids);
+        }
+        match stop_stream(&self.endpoint.state, &key).await {
+            Ok(_) => GO,
+            Err(ApiError::Missing(_)) => {
+                let message = format!(
+                    "no answer to message {:?} on channel {:?}",
+                    key.message_id, key.session_id
+                );
+                self.error(message, "not_found", ids)
+            }
+            Err(ApiError::Gateway(e)) => self.gateway_error(e, ids),
+            Err(e) => self.error(e.to_string(), "cancel_failed", ids),
         }
     }
 

@@ -17,7 +17,8 @@
 //! | fault | `error` / `error`, `error_details` = the fault's code | the fault's message; nothing follows |
 //!
 //! `thread_id` is the `conversation_id` of the first status that carries one, else the
-//! session id (the channel). Client → server actions (`subscribe`, `message`, `ping`) decode
+//! session id (the channel). Client → server actions (`subscribe`, `message`, `ping`, and
+//! chatstream's `cancel`) decode
 //! into [`ClientAction`].
 
 use std::sync::Arc;
@@ -274,6 +275,15 @@ pub enum ClientAction {
     Message(ChatRequest),
     /// `{"action": "ping"}`.
     Ping,
+    /// `{"action": "cancel", "message_id", "channel"?}`: stop generating that answer (not in
+    /// the seed; chatstream's explicit stop). Without `channel`, the connection's own
+    /// answers are searched for the message id.
+    Cancel {
+        /// The channel, when given.
+        channel: Option<String>,
+        /// The message whose answer to stop.
+        message_id: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -305,6 +315,10 @@ pub fn decode_action(bytes: &[u8]) -> Result<ClientAction> {
             )))
         }
         "ping" => Ok(ClientAction::Ping),
+        "cancel" => Ok(ClientAction::Cancel {
+            message_id: need(a.message_id, "message_id")?,
+            channel: a.channel,
+        }),
         other => Err(Error::decode(
             WHAT_ACTION,
             format!("unknown action {other:?}"),

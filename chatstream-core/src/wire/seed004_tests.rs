@@ -199,8 +199,23 @@ fn client_actions() {
             "hi"
         )))
     );
+    assert_eq!(
+        decode_action(br#"{"action":"cancel","message_id":"m"}"#).ok(),
+        Some(ClientAction::Cancel {
+            channel: None,
+            message_id: "m".into()
+        })
+    );
+    assert_eq!(
+        decode_action(br#"{"action":"cancel","channel":"c","message_id":"m"}"#).ok(),
+        Some(ClientAction::Cancel {
+            channel: Some("c".into()),
+            message_id: "m".into()
+        })
+    );
     for bad in [
         &br#"{"action": "dance"}"#[..],
+        br#"{"action": "cancel", "channel": "c"}"#,
         br#"{"action": "subscribe"}"#,
         br#"{"action": "message", "channel": "c", "message": "hi"}"#,
         br#"{"channel": "c"}"#,
