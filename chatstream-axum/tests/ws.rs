@@ -394,3 +394,74 @@ async fn the_server_pings_and_closes_a_silent_client() {
     }
     assert!(c.next().await.is_none());
 }
+
+/// `{"action": "cancel"}` stops an answer: sent on another connection of another gateway
+/// instance (naming the channel), or on the asking connection by message id alone. The
+/// asker gets the answer's final message, the worker stops, and an unknown answer is an
+/// error with code `not_found`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_action_stops_the_answer_from_any_instance() {
+    use chatstream_core::testkit::backends::EndlessBackend;
+    use chatstream_core::{CoalesceConfig, InMemoryStreamRegistry, WorkerConfig};
+
+    let broker = InMemoryBroker::new();
+    let backend = EndlessBackend::new(Duration::from_millis(5));
+    let worker = Worker::builder(
+        Arc::new(broker.message_source()),
+        Arc::new(broker.clone()),
+        Arc::new(backend.clone()),
+    )
+    .cancels(Arc::new(broker.clone()))
+    .config(WorkerConfig {
+        coalesce: CoalesceConfig::off(),
+        ..WorkerConfig::default()
+    })
+    .build()
+    .spawn();
+    let registry = Arc::new(InMemoryStreamRegistry::default());
+    let instance = || {
+        let gateway = Gateway::builder(Arc::new(broker.clone()), Arc::new(broker.clone()))
+            .cancels(Arc::new(broker.clone()))
+            .build();
+        let state =
+            chatstream_axum::ChatstreamState::new(gateway).with_stream_registry(registry.clone());
+        WsEndpoint::new(state).with_config(fixed_clock())
+    };
+    let (a, b) = (instance(), instance());
+    let mut asker = Client::connect(&a);
+    let mut other = Client::connect(&b);
+
+    // Stopped from another instance, naming the channel.
+    asker.send_text(&ask("room", "m1", "go on")).await;
+    while asker.next_message().await.status != "in_progress" {}
+    other
+        .send_text(r#"{"action":"cancel","channel":"room","message_id":"m1"}"#)
+        .await;
+    let rest = asker.answer().await;
+    let last = &rest[rest.len() - 1];
+    assert_eq!(last.final_message, Some(true), "{rest:?}");
+    assert_eq!(last.message_id, "m1");
+    other.barrier().await; // no error came back to the stopper
+
+    // Stopped on the asking connection, by message id alone.
+    asker.send_text(&ask("room", "m2", "go on")).await;
+    while asker.next_message().await.status != "in_progress" {}
+    asker
+        .send_text(r#"{"action":"cancel","message_id":"m2"}"#)
+        .await;
+    let rest = asker.answer().await;
+    assert_eq!(rest[rest.len() - 1].final_message, Some(true), "{rest:?}");
+
+    // Unknown answers.
+    for unknown in [
+        r#"{"action":"cancel","message_id":"never"}"#,
+        r#"{"action":"cancel","channel":"room","message_id":"never"}"#,
+    ] {
+        other.send_text(unknown).await;
+        let m = other.next_message().await;
+        assert_eq!(m.kind, "error", "{unknown}: {m:?}");
+        assert_eq!(m.error_details.as_deref(), Some("not_found"), "{m:?}");
+    }
+    let stats = within(worker.shutdown()).await;
+    assert_eq!(stats.cancelled, 2, "{stats:?}");
+}
