@@ -104,6 +104,8 @@ fn last_role(body: &Value) -> Option<&str> {
 
 /// What every chunk of one answer shares.
 struct Reply {
+    /// The server's count of answer tokens written to a client.
+    streamed: Arc<std::sync::atomic::AtomicUsize>,
     id: String,
     model: String,
     created: u64,
@@ -124,6 +126,7 @@ impl Reply {
             })
             .unwrap_or(0);
         Self {
+            streamed: shared.tokens_streamed.clone(),
             id: format!(
                 "chatcmpl-fake-{}",
                 shared.next_id.fetch_add(1, Ordering::Relaxed)
@@ -192,6 +195,7 @@ impl Reply {
             }
             let chunk = self.chunk(json!({"content": token}), None);
             write_event(socket, framing, &chunk.to_string()).await?;
+            self.streamed.fetch_add(1, Ordering::SeqCst);
         }
         if cut_after.is_some() {
             return Ok(()); // asked to cut after all tokens: still no finish

@@ -221,6 +221,7 @@ struct Shared {
     framing: Framing,
     requests: Mutex<Vec<Value>>,
     next_id: AtomicU64,
+    tokens_streamed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -256,6 +257,7 @@ impl FakeOpenAi {
             framing,
             requests: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
+            tokens_streamed: Arc::default(),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(Self {
@@ -278,6 +280,15 @@ impl FakeOpenAi {
     /// The JSON bodies of the chat completion requests received so far, oldest first.
     pub fn requests(&self) -> Vec<Value> {
         lock(&self.shared.requests).clone()
+    }
+
+    /// Answer tokens written to clients so far, over all streamed answers: a client that
+    /// stops reading (a cancelled generation) stops this count within a token or two (the
+    /// writes the kernel still buffers before the connection's reset comes back).
+    pub fn tokens_streamed(&self) -> usize {
+        self.shared
+            .tokens_streamed
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Changes the behaviour for requests that arrive from now on.
