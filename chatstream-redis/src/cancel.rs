@@ -120,7 +120,7 @@ impl KeyBroadcast {
         redis::cmd("PUBLISH")
             .arg(&self.channel)
             .arg(payload)
-            .query_async::<i64>(&mut self.client.connection())
+            .query_async::<i64>(&mut self.client.shared())
             .await
             .map(drop)
             .map_err(from_redis)
@@ -160,7 +160,9 @@ impl KeyBroadcast {
                                 _ = tokio::time::sleep(backoff) => {}
                                 _ = tx.closed() => return,
                             }
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                            // At most a second: cancels published before the listener is
+                            // back are missed.
+                            backoff = (backoff * 2).min(Duration::from_secs(1));
                             continue;
                         }
                     },

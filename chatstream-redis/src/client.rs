@@ -4,10 +4,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::AsyncConnectionConfig;
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::{AsyncConnectionConfig, Cmd, RedisFuture, Value};
 
-use crate::error::{from_redis, Error};
+use crate::error::{from_redis, is_transient, Error};
 use crate::keys::Keys;
 
 /// How long a connection attempt may take.
@@ -152,9 +154,16 @@ impl RedisClient {
         self.inner.manager.clone()
     }
 
+    /// The shared connection for this crate's own commands: like [`RedisClient::connection`],
+    /// and a command refused before it was sent is tried once more on a fresh connection
+    /// (see [`SharedConnection`]).
+    pub(crate) fn shared(&self) -> SharedConnection {
+        SharedConnection(self.inner.manager.clone())
+    }
+
     /// `PING`.
     pub async fn ping(&self) -> chatstream_core::Result<()> {
-        let mut con = self.connection();
+        let mut con = self.shared();
         redis::cmd("PING")
             .query_async::<()>(&mut con)
             .await
@@ -229,6 +238,71 @@ impl RedisClient {
     }
 }
 
+/// The shared connection, trying a command once more when the connection it would have
+/// gone on could not be made (connection refused).
+///
+/// After Redis went away, the [`ConnectionManager`] keeps its last failed reconnect until a
+/// command fails on it and starts a new one, so the first command after Redis came back
+/// would fail although the server is up. Such a command was never sent, so trying it again
+/// is safe even when it is not idempotent (`XADD *` of a request); a command that was sent
+/// and whose connection then dropped is not retried here (callers retry idempotent work).
+#[derive(Clone)]
+pub(crate) struct SharedConnection(ConnectionManager);
+
+impl ConnectionLike for SharedConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            match self.0.send_packed_command(cmd).await {
+                Err(e) if e.is_connection_refusal() => self.0.send_packed_command(cmd).await,
+                other => other,
+            }
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            match self.0.send_packed_commands(cmd, offset, count).await {
+                Err(e) if e.is_connection_refusal() => {
+                    self.0.send_packed_commands(cmd, offset, count).await
+                }
+                other => other,
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+/// Runs idempotent work (reads, acks, appends under explicit ids) until it succeeds, fails
+/// for good, or connection trouble ([`is_transient`]) has lasted `retry_for`: then the last
+/// error. A command that fails on a connection that died under it (Redis restarting) goes
+/// out again once the connection is back.
+pub(crate) async fn retrying<T, F, Fut>(retry_for: Duration, mut op: F) -> redis::RedisResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    let deadline = tokio::time::Instant::now() + retry_for;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Err(e) if is_transient(&e) && tokio::time::Instant::now() + backoff < deadline => {
+                tracing::debug!(error = %e, "redis command failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(800));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A dedicated connection lent to one blocking reader. Back to the pool on drop, unless a
 /// command was cut off mid-way (its reply would delay the next user) or failed.
 pub(crate) struct Blocking {
@@ -254,6 +328,15 @@ impl Blocking {
         self.clean = false;
         let r = pipe.query_async(&mut self.conn).await;
         self.clean = r.is_ok();
+        if r.as_ref().is_err_and(|e| e.is_io_error()) {
+            // The server went away (a restart, a network cut): the idle connections to it
+            // are most likely dead too, and each would cost its next user a failed read.
+            self.home
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
         r
     }
 }

@@ -56,6 +56,20 @@ pub(crate) fn from_redis(e: redis::RedisError) -> chatstream_core::Error {
     }
 }
 
+/// Whether a `redis` error is passing trouble worth retrying: the connection was refused,
+/// dropped or timed out (a restart, a network cut), or the server is not ready yet (loading
+/// its data set after a restart). A command that failed this way may or may not have run,
+/// so only idempotent work is retried on it.
+pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::BusyLoadingError
+                | redis::ErrorKind::TryAgain
+                | redis::ErrorKind::MasterDown
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,9 +90,17 @@ mod tests {
         assert!(e.is_retryable());
         let io =
             redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(is_transient(&io));
         assert!(matches!(
             from_redis(io),
             chatstream_core::Error::Unavailable { .. }
         ));
+        let loading = redis::RedisError::from((
+            redis::ErrorKind::BusyLoadingError,
+            "LOADING Redis is loading the dataset in memory",
+        ));
+        assert!(is_transient(&loading), "a restarting server is retried");
+        let wrong = redis::RedisError::from((redis::ErrorKind::TypeError, "WRONGTYPE"));
+        assert!(!is_transient(&wrong));
     }
 }

@@ -48,13 +48,32 @@
 //!   envelopes (one more read may add another `read_count`); then its reader stops reading
 //!   that stream, keeping its position, until the subscriber has taken half. The reader's
 //!   other streams are not held up, and the subscriber misses nothing.
-//! - Connection trouble is retried for about three seconds (the positions make retries
-//!   exact), then every subscription of that reader ends with the error. A command error
-//!   caused by one key that is not a stream ends only the subscriptions of that key.
+//! - Connection trouble (Redis restarting, a network cut, a server still loading its data)
+//!   is retried for [`BusConfig::retry_for`] (the positions make retries exact), then every
+//!   subscription of that reader ends with the error. A command error caused by one key
+//!   that is not a stream ends only the subscriptions of that key.
+//!
+//! # Restarts
+//!
+//! Publishes and reads both ride out a Redis restart of up to [`BusConfig::retry_for`]:
+//!
+//! - A publish that fails on connection trouble is sent again (the entry ids make a
+//!   repeated append a no-op), and retried publishes keep the order of the calls: a publish
+//!   is not sent while an earlier one is being retried, and a retry waits until every
+//!   earlier publish is over. The worker's answers thus go on where they were.
+//! - A reader reconnects and reads on after each subscription's position. When Redis kept
+//!   its data (AOF, `appendonly yes`), the streams are there and nothing is lost. When it
+//!   came back empty, a stream the subscription had seen is gone: it ends with
+//!   [`Error::HistoryLost`](chatstream_core::Error::HistoryLost), unless the worker's next
+//!   envelopes, appended to a new stream, come first and follow on exactly from the
+//!   subscription's position. A stream that begins in the middle of an attempt (its
+//!   start was lost with the data) records the missing start as trimmed, so a subscription
+//!   from the start gets `HistoryLost` rather than an answer without its beginning.
 //! - The keys of one read are in different hash slots: this needs a single Redis server (or
 //!   a proxy that splits multi-key reads), as [`RedisClient`](crate::RedisClient) does.
 
 mod mux;
+mod order;
 mod scripts;
 mod sink;
 mod source;
@@ -100,6 +119,13 @@ pub struct BusConfig {
     /// Redis core; 400,000 halves the added delay at 1,000 streams but let the reads
     /// swamp Redis at 10,000 (BENCHMARKS.md).
     pub scan_rate: usize,
+    /// How long connection trouble (Redis restarting, a network cut, a server still loading
+    /// its data) is retried before giving up: then a publish fails, and a reader ends its
+    /// subscriptions with [`Error::Unavailable`](chatstream_core::Error::Unavailable). The
+    /// retries are exact, so a Redis that comes back with its data (AOF) within this time
+    /// costs a delay and nothing else. While it lasts, a worker's publishes wait (and its
+    /// generations with them, once its publish queue is full).
+    pub retry_for: Duration,
 }
 
 impl Default for BusConfig {
@@ -113,6 +139,7 @@ impl Default for BusConfig {
             read_count: 512,
             streams_per_reader: 256,
             scan_rate: 100_000,
+            retry_for: Duration::from_secs(30),
         }
     }
 }

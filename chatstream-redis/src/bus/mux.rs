@@ -44,10 +44,12 @@ use super::source::{follows, Probe};
 use super::subscription::{Pushed, Slot, Subscription};
 use super::{millis, parse_id, BusConfig};
 use crate::client::Blocking;
+use crate::error::is_transient;
 use crate::RedisClient;
 
-/// Longest pause between retries of a failed read (about 3 s in all).
-const MAX_BACKOFF: Duration = Duration::from_millis(1600);
+/// Longest pause between retries of a failed read (they go on for
+/// [`BusConfig::retry_for`](super::BusConfig::retry_for)).
+const MAX_BACKOFF: Duration = Duration::from_millis(800);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -205,7 +207,7 @@ impl RoundError {
     fn transient(&self) -> bool {
         match self {
             RoundError::Connect(e) => e.is_retryable(),
-            RoundError::Redis(e) => e.is_io_error() || e.is_connection_dropped(),
+            RoundError::Redis(e) => is_transient(e),
         }
     }
 
@@ -247,6 +249,8 @@ struct Found<'a> {
 impl Reader {
     async fn run(mut self) {
         let mut backoff = FIRST_BACKOFF;
+        // When the rounds started failing (connection trouble being retried).
+        let mut failing_since: Option<Instant> = None;
         let mut linger_until: Option<Instant> = None;
         loop {
             if let Some(until) = linger_until.take() {
@@ -269,23 +273,27 @@ impl Reader {
             match self.round(&active).await {
                 Ok(had_news) => {
                     backoff = FIRST_BACKOFF;
+                    if failing_since.take().is_some() {
+                        tracing::info!(streams = active.len(), "token stream reader reconnected");
+                    }
                     if had_news {
                         // Let entries gather before the next read (see `BusConfig::scan_rate`).
                         linger_until = Some(started + self.mux.linger());
                     }
                 }
                 Err(e) => {
-                    self.conn = None;
-                    if e.transient() && backoff <= MAX_BACKOFF {
-                        if let RoundError::Redis(e) = &e {
-                            tracing::debug!(error = %e, "token stream read failed; retrying");
-                        }
+                    let since = *failing_since.get_or_insert(started);
+                    if e.transient() && since.elapsed() < self.mux.config.retry_for {
+                        self.conn = None;
+                        tracing::debug!(error = %e.to_error(), "token stream read failed; retrying");
                         tokio::time::sleep(backoff).await;
-                        backoff *= 2;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
                         continue;
                     }
                     backoff = FIRST_BACKOFF;
+                    failing_since = None;
                     self.fail(&active, &e).await;
+                    self.conn = None;
                 }
             }
         }
@@ -466,7 +474,9 @@ impl Reader {
     /// subscriptions whose key is not a stream fail, if any is found.
     async fn fail(&mut self, active: &[usize], e: &RoundError) {
         let mut culprits = Vec::new();
-        if let (RoundError::Redis(_), Some(conn)) = (e, self.conn.as_mut()) {
+        // Only a command error on a working connection can be one key's fault.
+        let command_error = matches!(e, RoundError::Redis(e) if !is_transient(e));
+        if let (true, Some(conn)) = (command_error, self.conn.as_mut()) {
             let mut pipe = redis::pipe();
             for &i in active {
                 pipe.cmd("TYPE").arg(&self.follows[i].stream);
@@ -556,7 +566,7 @@ async fn wake(client: &RedisClient, key: &str, config: &BusConfig) {
         .arg(key)
         .arg(millis(config.block * 2 + Duration::from_secs(60)))
         .ignore();
-    if let Err(e) = pipe.query_async::<()>(&mut client.connection()).await {
+    if let Err(e) = pipe.query_async::<()>(&mut client.shared()).await {
         // The read then ends at its BLOCK timeout instead: late, not wrong.
         tracing::debug!(error = %e, "waking a token stream reader failed");
     }

@@ -11,6 +11,10 @@ use redis::Script;
 /// also kept in the marker (`ended` = its id, `end` = its JSON).
 /// Returns `{added, stale}`; fails when an envelope of the newest attempt arrives after a
 /// later one (out of order).
+///
+/// A stream that begins (no stream, no marker) with an envelope other than the first of
+/// its attempt lost its start (Redis came back empty while the worker went on): the
+/// missing part is recorded as trimmed, so a read from the start gets `HistoryLost`.
 pub(super) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -21,6 +25,12 @@ local function attempt_of(id)
   return math.floor(tonumber(string.match(id, '^(%d+)')) / ATTEMPT)
 end
 local end_id = ARGV[5]
+if #ARGV >= 6 and redis.call('EXISTS', stream) == 0 and redis.call('EXISTS', marker) == 0 then
+  local first = tonumber(string.match(ARGV[6], '^(%d+)'))
+  if first % ATTEMPT ~= 0 then
+    redis.call('HSET', marker, 'trimmed', string.format('%d-1', first - 1))
+  end
+end
 local added, stale, top_attempt, end_json = 0, 0, nil, nil
 for i = 6, #ARGV, 2 do
   local id = ARGV[i]

@@ -2,14 +2,18 @@
 //! streams per read (see [`mux`](super::mux)).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chatstream_core::wire::seed000::decode_envelope;
-use chatstream_core::{EnvelopeStream, Error, Result, StreamKey, TokenSource};
+use chatstream_core::{
+    EnvelopeStream, Error, FinishReason, Result, StreamEvent, StreamKey, StreamStatus, TokenSource,
+};
 use futures::StreamExt;
 
 use super::mux::Mux;
 use super::{parse_id, BusConfig};
+use crate::client::retrying;
 use crate::error::from_redis;
 use crate::RedisClient;
 
@@ -23,12 +27,15 @@ use crate::RedisClient;
 pub struct RedisTokenSource {
     client: RedisClient,
     mux: Arc<Mux>,
+    /// [`BusConfig::retry_for`].
+    retry_for: Duration,
 }
 
 impl RedisTokenSource {
     /// A source on `client`.
     pub fn new(client: RedisClient, config: BusConfig) -> Self {
         Self {
+            retry_for: config.retry_for,
             mux: Arc::new(Mux::new(client.clone(), config)),
             client,
         }
@@ -70,8 +77,56 @@ impl Probe {
     }
 }
 
+/// How an `End` envelope (stored JSON) ended its stream.
+fn finish_reason(json: &[u8]) -> Result<FinishReason> {
+    match decode_envelope(json)?.into_envelope(0).event {
+        StreamEvent::End { finish_reason, .. } => Ok(finish_reason),
+        _ => Err(Error::decode(
+            "stream end",
+            "the marker's end is not an End",
+        )),
+    }
+}
+
 #[async_trait]
 impl TokenSource for RedisTokenSource {
+    /// One round trip: the stream's last entry (`XREVRANGE … + - COUNT 1`) and the `End`
+    /// its marker keeps. The last entry says `Open` or `Ended`; without one (never
+    /// published, or expired) the marker's `End` says `Ended`, else `NotFound`.
+    async fn status(&self, key: &StreamKey) -> Result<StreamStatus> {
+        let keys = self.client.keys();
+        let mut pipe = redis::pipe();
+        pipe.cmd("XREVRANGE")
+            .arg(keys.token_stream(key))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .hget(keys.token_marker(key), "end");
+        let (last, end): (redis::streams::StreamRangeReply, Option<Vec<u8>>) =
+            retrying(self.retry_for, || {
+                let (pipe, mut con) = (&pipe, self.client.shared());
+                async move { pipe.query_async(&mut con).await }
+            })
+            .await
+            .map_err(from_redis)?;
+        if let Some(entry) = last.ids.first() {
+            let body: Vec<u8> = entry
+                .get("env")
+                .ok_or_else(|| Error::decode("stream entry", "no env field"))?;
+            return Ok(match decode_envelope(&body)?.into_envelope(0).event {
+                StreamEvent::End { finish_reason, .. } => StreamStatus::Ended { finish_reason },
+                _ => StreamStatus::Open,
+            });
+        }
+        Ok(match end {
+            Some(json) => StreamStatus::Ended {
+                finish_reason: finish_reason(&json)?,
+            },
+            None => StreamStatus::NotFound,
+        })
+    }
+
     async fn subscribe(&self, key: &StreamKey, after_seq: Option<u64>) -> Result<EnvelopeStream> {
         let keys = self.client.keys();
         let stream = keys.token_stream(key);
@@ -85,10 +140,14 @@ impl TokenSource for RedisTokenSource {
             Option<String>,
             (Option<String>, Option<Vec<u8>>),
         );
-        let reply: Reply = pipe
-            .query_async(&mut self.client.connection())
-            .await
-            .map_err(from_redis)?;
+        // Read-only: retried while Redis restarts, so a stream subscribed to just after it
+        // came back does not fail on a connection that died with the old server.
+        let reply: Reply = retrying(self.retry_for, || {
+            let (pipe, mut con) = (&pipe, self.client.shared());
+            async move { pipe.query_async(&mut con).await }
+        })
+        .await
+        .map_err(from_redis)?;
         let (end_id, end_json) = reply.3;
         let probe = Probe::from_reply((reply.0, reply.1, reply.2));
         let position = after_seq.map_or((0, 0), |n| (n, 1));

@@ -1,5 +1,6 @@
 //! Settling one delivered request.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -36,19 +37,35 @@ impl RedisAcker {
     }
 }
 
-/// Gives the entry back (a copy with a higher attempt, or a dead letter at the limit).
+/// Runs an idempotent settlement, retrying connection trouble (Redis restarting) for up
+/// to `claim_idle`: past that, another consumer may claim the entry anyway. Otherwise an
+/// answer finished while Redis was away would be answered again.
+async fn retrying<T, F, Fut>(lease: &Lease, op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    crate::client::retrying(lease.config.claim_idle, op)
+        .await
+        .map_err(from_redis)
+}
+
+/// Gives the entry back (a copy with a higher attempt, or a dead letter at the limit). The
+/// script does nothing once the entry is no longer this consumer's, so it may be retried.
 async fn release(lease: &Lease, id: &str, attempt: u32) -> Result<()> {
-    let outcome: i64 = RELEASE
-        .key(&lease.stream)
+    let mut inv = RELEASE.prepare_invoke();
+    inv.key(&lease.stream)
         .key(&lease.dead)
         .arg(&lease.config.group)
         .arg(&lease.consumer)
         .arg(id)
         .arg(attempt)
-        .arg(lease.config.delivery_limit.max(1))
-        .invoke_async(&mut lease.client.connection())
-        .await
-        .map_err(from_redis)?;
+        .arg(lease.config.delivery_limit.max(1));
+    let outcome: i64 = retrying(lease, || {
+        let inv = &inv;
+        async move { inv.invoke_async(&mut lease.client.shared()).await }
+    })
+    .await?;
     if outcome == 2 {
         tracing::warn!(
             id,
@@ -91,9 +108,12 @@ impl Acker for RedisAcker {
         if l.config.delete_on_ack {
             pipe.xdel(&l.stream, &[&self.id]).ignore();
         }
-        pipe.query_async::<()>(&mut l.client.connection())
-            .await
-            .map_err(from_redis)
+        // XACK and XDEL of an entry that is gone do nothing: safe to retry.
+        retrying(l, || {
+            let pipe = &pipe;
+            async move { pipe.query_async::<()>(&mut l.client.shared()).await }
+        })
+        .await
     }
 
     async fn nack(mut self: Box<Self>, requeue: bool) -> Result<()> {
@@ -125,7 +145,7 @@ impl Acker for RedisAcker {
             .ignore()
             .xdel(&l.stream, &[&self.id])
             .ignore()
-            .query_async::<()>(&mut l.client.connection())
+            .query_async::<()>(&mut l.client.shared())
             .await
             .map_err(from_redis)
     }

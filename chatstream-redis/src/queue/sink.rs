@@ -37,7 +37,7 @@ impl RedisRequestSink {
             .arg("*")
             .arg("body")
             .arg(body)
-            .query_async::<String>(&mut self.client.connection())
+            .query_async::<String>(&mut self.client.shared())
             .await
             .map(drop)
             .map_err(from_redis)
@@ -51,7 +51,7 @@ impl RedisRequestSink {
             .arg("+")
             .arg("COUNT")
             .arg(count.max(1))
-            .query_async(&mut self.client.connection())
+            .query_async(&mut self.client.shared())
             .await
             .map_err(from_redis)?;
         Ok(reply
@@ -70,7 +70,7 @@ impl RedisRequestSink {
     pub async fn len(&self) -> Result<u64> {
         redis::cmd("XLEN")
             .arg(&self.stream)
-            .query_async(&mut self.client.connection())
+            .query_async(&mut self.client.shared())
             .await
             .map_err(from_redis)
     }

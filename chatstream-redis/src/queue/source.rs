@@ -54,7 +54,7 @@ impl Drop for Lease {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut con = self.client.connection();
+        let mut con = self.client.shared();
         let (stream, group, consumer) = (
             self.stream.clone(),
             self.config.group.clone(),
@@ -88,7 +88,7 @@ impl RedisRequestSource {
         for script in [&*TAKE, &*HEARTBEAT] {
             script
                 .prepare_invoke()
-                .load_async(&mut client.connection())
+                .load_async(&mut client.shared())
                 .await
                 .map_err(from_redis)?;
         }
@@ -137,7 +137,7 @@ impl RedisRequestSource {
             .arg(millis(l.config.claim_idle))
             .arg(cursor)
             .arg(l.config.delivery_limit.max(1));
-        let mut con = l.client.connection();
+        let mut con = l.client.shared();
         let reply: redis::RedisResult<(String, String, Vec<u8>, u32)> =
             match inv.invoke_async(&mut con).await {
                 Err(e) if e.code() == Some("NOGROUP") => {
@@ -227,7 +227,7 @@ async fn create_group(l: &Lease) -> Result<()> {
         .arg(&l.config.group)
         .arg("0")
         .arg("MKSTREAM")
-        .query_async::<()>(&mut l.client.connection())
+        .query_async::<()>(&mut l.client.shared())
         .await;
     match r {
         Err(e) if e.code() != Some("BUSYGROUP") => Err(from_redis(e)),
@@ -254,7 +254,7 @@ async fn heartbeat(lease: Weak<Lease>) {
             .arg(&l.config.group)
             .arg(&l.consumer)
             .arg(&ids);
-        let mut con = l.client.connection();
+        let mut con = l.client.shared();
         if let Err(e) = inv.invoke_async::<u64>(&mut con).await {
             tracing::warn!(error = %e, consumer = %l.consumer, "queue heartbeat failed");
         }

@@ -48,8 +48,8 @@ impl RedisConversationStore {
         self.client.keys()
     }
 
-    fn con(&self) -> redis::aio::ConnectionManager {
-        self.client.connection()
+    fn con(&self) -> crate::client::SharedConnection {
+        self.client.shared()
     }
 
     /// Slides the expiry of an owner index and a channel mapping (other hash tags, so not

@@ -1,7 +1,7 @@
 //! The store's whole-prefix operations: stats and cleanup, by `SCAN` (never `KEYS`).
 
+use crate::client::SharedConnection;
 use chatstream_core::{Result, StoreStats};
-use redis::aio::ConnectionManager;
 
 use super::{meta_from_fields, scripts};
 use crate::error::from_redis;
@@ -13,7 +13,7 @@ const DAY_MS: u64 = 86_400_000;
 
 /// Walks the keys matching a pattern, a `SCAN` step at a time.
 struct Scanner {
-    con: ConnectionManager,
+    con: SharedConnection,
     pattern: String,
     cursor: u64,
     done: bool,
@@ -22,7 +22,7 @@ struct Scanner {
 impl Scanner {
     fn new(client: &RedisClient, pattern: String) -> Self {
         Self {
-            con: client.connection(),
+            con: client.shared(),
             pattern,
             cursor: 0,
             done: false,
@@ -60,7 +60,7 @@ pub(super) async fn stats(client: &RedisClient, now: u64) -> Result<StoreStats> 
     let mut stats = StoreStats::default();
     let mut memory = Some(0u64);
     let mut scan = Scanner::new(client, client.keys().conversation_meta_pattern());
-    let mut con = client.connection();
+    let mut con = client.shared();
     while let Some(keys) = scan.next_batch().await? {
         let con = &mut con;
         let mut pipe = redis::pipe();
@@ -108,7 +108,7 @@ pub(super) async fn clear_all(client: &RedisClient) -> Result<u64> {
     let mut conversations = 0;
     for pattern in client.keys().store_patterns() {
         let mut scan = Scanner::new(client, pattern);
-        let mut con = client.connection();
+        let mut con = client.shared();
         while let Some(keys) = scan.next_batch().await? {
             conversations += keys.iter().filter(|k| k.ends_with("}:meta")).count() as u64;
             redis::cmd("UNLINK")
@@ -124,7 +124,7 @@ pub(super) async fn clear_all(client: &RedisClient) -> Result<u64> {
 pub(super) async fn clear_older_than(client: &RedisClient, cutoff_ms: u64) -> Result<u64> {
     let keys_of = client.keys().clone();
     let mut scan = Scanner::new(client, keys_of.conversation_meta_pattern());
-    let mut con = client.connection();
+    let mut con = client.shared();
     let mut removed = 0;
     while let Some(keys) = scan.next_batch().await? {
         let con = &mut con;
@@ -164,7 +164,7 @@ pub(super) async fn clear_older_than(client: &RedisClient, cutoff_ms: u64) -> Re
 }
 
 /// Runs a pipeline that invokes scripts, loading them first when the server lost them.
-async fn run_with_scripts(con: &mut ConnectionManager, pipe: &redis::Pipeline) -> Result<()> {
+async fn run_with_scripts(con: &mut SharedConnection, pipe: &redis::Pipeline) -> Result<()> {
     match pipe.query_async::<()>(con).await {
         Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
             scripts::UNMAP_CHANNEL
