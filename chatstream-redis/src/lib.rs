@@ -63,6 +63,7 @@ mod client;
 mod error;
 pub mod keys;
 pub mod queue;
+mod registry;
 mod store;
 
 #[cfg(feature = "testkit")]
@@ -74,4 +75,5 @@ pub use client::{RedisClient, RedisConfig};
 pub use error::Error;
 pub use keys::Keys;
 pub use queue::{DeadLetter, QueueConfig, RedisRequestSink, RedisRequestSource};
+pub use registry::{RedisStreamRegistry, DEFAULT_REGISTRY_TTL};
 pub use store::RedisConversationStore;
