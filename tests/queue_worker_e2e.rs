@@ -564,3 +564,58 @@ async fn two_readers_of_one_response_queue_never_get_a_garbled_answer() {
         "the instance posted to reads the answer"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_sent_to_another_rest_instance_reaches_the_worker() {
+    // 400 tokens, 20 ms apart: eight seconds of answer, so only the stop can end it early.
+    let tokens: Vec<String> = (0..400).map(|i| format!("w{i} ")).collect();
+    let answer = Answer::new(tokens.clone()).with_delay(Duration::from_millis(20));
+    let Some(setup) = Setup::new(answer).await else {
+        return;
+    };
+    let _worker = setup.start(&["--worker-only"]).await;
+    let a = setup.start(&["--rest-only"]).await;
+    let b = setup.start(&["--rest-only"]).await;
+    let uid = submit_rest(a.port()).await;
+    let path = format!("/v1/chat/response?uid={uid}");
+
+    // A relays the answer; the stop goes to B.
+    let mut on_a = SseClient::get(a.port(), &path, None).await;
+    assert_eq!(on_a.status, 200);
+    let mut text = String::new();
+    while text.matches(' ').count() < 5 {
+        let event = within("a chunk from A", WAIT, on_a.next())
+            .await
+            .unwrap_or_else(|| panic!("A ended early: {text:?}"));
+        text.extend(chunk_text(&event.data));
+    }
+    let (status, body) = http(b.port(), &format!("DELETE {path} HTTP/1.0"), "", WAIT).await;
+    assert!(status.contains(" 202 "), "{status}: {body}");
+    assert!(body.contains(r#""status":"stopping""#), "{body}");
+    let at_stop = setup.fake.tokens_streamed();
+
+    // A's client gets the end at once, after at most a token or two more.
+    let (rest, data) = read_answer(&mut on_a).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    text.push_str(&rest);
+    assert!(
+        text.len() < tokens.concat().len() / 2,
+        "the answer should have stopped early: {} bytes",
+        text.len()
+    );
+    // Tokens the LLM server still streamed after the stop, over 25 token periods.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after_stop = setup.fake.tokens_streamed().saturating_sub(at_stop);
+    assert!(
+        after_stop <= 3,
+        "the worker went on reading the LLM after the stop: {after_stop} more tokens"
+    );
+    // The end is the same on B, and a second stop says so.
+    let mut on_b = SseClient::get(b.port(), &path, None).await;
+    let (whole, data_b) = read_answer(&mut on_b).await;
+    assert_eq!(whole, text, "B replays exactly what A relayed: {data_b:?}");
+    let (status, body) = http(b.port(), &format!("DELETE {path} HTTP/1.0"), "", WAIT).await;
+    assert!(status.contains(" 200 "), "{status}: {body}");
+    assert!(body.contains(r#""finish_reason":"cancelled""#), "{body}");
+    assert_eq!(setup.fake.requests().len(), 1, "asked once");
+}
