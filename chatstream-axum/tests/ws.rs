@@ -431,9 +431,20 @@ async fn a_cancel_action_stops_the_answer_from_any_instance() {
     let mut asker = Client::connect(&a);
     let mut other = Client::connect(&b);
 
-    // Stopped from another instance, naming the channel.
+    // A browser subscribing on another instance mid-answer follows the running answer
+    // (from its start), and stops it from there, naming the channel.
     asker.send_text(&ask("room", "m1", "go on")).await;
     while asker.next_message().await.status != "in_progress" {}
+    other
+        .send_text(r#"{"action":"subscribe","channel":"room"}"#)
+        .await;
+    let first = other.next_message().await;
+    assert_eq!(
+        (first.status.as_str(), first.message_id.as_str()),
+        ("started", "m1"),
+        "{first:?}"
+    );
+    while other.next_message().await.status != "in_progress" {}
     other
         .send_text(r#"{"action":"cancel","channel":"room","message_id":"m1"}"#)
         .await;
@@ -441,6 +452,12 @@ async fn a_cancel_action_stops_the_answer_from_any_instance() {
     let last = &rest[rest.len() - 1];
     assert_eq!(last.final_message, Some(true), "{rest:?}");
     assert_eq!(last.message_id, "m1");
+    let seen = other.answer().await;
+    assert_eq!(
+        seen[seen.len() - 1].message,
+        last.message,
+        "the same end on both"
+    );
     other.barrier().await; // no error came back to the stopper
 
     // Stopped on the asking connection, by message id alone.

@@ -126,7 +126,7 @@ impl Reader {
         };
         let ids = Ids::of_action(&value);
         match decode_action(bytes) {
-            Ok(ClientAction::Subscribe { channel }) => self.subscribe(channel, ids),
+            Ok(ClientAction::Subscribe { channel }) => self.subscribe(channel, ids).await,
             Ok(ClientAction::Message(request)) => self.ask(request, ids).await,
             Ok(ClientAction::Ping) => self.push(frames::pong(&self.endpoint.config.clock)),
             Ok(ClientAction::Cancel {
@@ -137,7 +137,11 @@ impl Reader {
         }
     }
 
-    fn subscribe(&mut self, channel: String, ids: Ids) -> Flow {
+    /// Follows a channel: every answer started on it from now on, and the one being
+    /// generated now, if the stream registry knows it (a browser that reconnects to another
+    /// instance in the middle of an answer gets it again from its start: seed 004's
+    /// messages carry no position to resume from).
+    async fn subscribe(&mut self, channel: String, ids: Ids) -> Flow {
         if let Err(e) = check_path_id("channel", &channel) {
             return self.error(e.to_string(), "invalid_field", ids);
         }
@@ -152,8 +156,29 @@ impl Reader {
         }
         tracing::debug!(%channel, "WebSocket client subscribed");
         let feed = self.endpoint.channels.listen(channel.clone());
-        self.feeds.insert(channel, feed);
-        GO
+        self.feeds.insert(channel.clone(), feed);
+        self.follow_running(&channel).await
+    }
+
+    /// Follows the channel's latest answer when it is still being generated.
+    async fn follow_running(&mut self, channel: &str) -> Flow {
+        let state = &self.endpoint.state;
+        let latest = match state.stream_registry().latest(channel).await {
+            Ok(Some(key)) => key,
+            Ok(None) => return GO,
+            Err(e) => {
+                tracing::warn!(error = %e, "stream registry unreachable: not following the running answer");
+                return GO;
+            }
+        };
+        if self.seen.contains(&latest) {
+            return GO;
+        }
+        match state.gateway().status(&latest).await {
+            Ok(chatstream_core::StreamStatus::Open) => {}
+            _ => return GO,
+        }
+        self.on_news(channel, Ok(latest)).await
     }
 
     async fn ask(&mut self, request: ChatRequest, ids: Ids) -> Flow {
