@@ -70,7 +70,7 @@ use chatstream::backend::{
 };
 use chatstream::redis::{
     BusConfig, RedisCancelChannel, RedisClient, RedisConfig, RedisConversationStore,
-    RedisSessionFeed, RedisTokenSink, RedisTokenSource,
+    RedisSessionFeed, RedisStreamRegistry, RedisTokenSink, RedisTokenSource, DEFAULT_REGISTRY_TTL,
 };
 use chatstream::worker::shutdown_signal;
 use chatstream::{
@@ -380,7 +380,12 @@ async fn serve(config: &RedisConfig, gateway_only: bool) -> Res<()> {
     let gateway = Gateway::builder(Arc::new(AmqpRequestSink::new(&amqp).await?), tokens)
         .cancels(cancels)
         .build();
-    let state = ChatstreamState::new(gateway.clone()).with_store(store);
+    // Which stream is a channel's running answer and who submitted a stream live in Redis,
+    // so a browser that reconnects to another instance finds them.
+    let registry = RedisStreamRegistry::new(redis.clone(), DEFAULT_REGISTRY_TTL);
+    let state = ChatstreamState::new(gateway.clone())
+        .with_store(store)
+        .with_stream_registry(Arc::new(registry));
     let app: Router = WsEndpoint::new(state.clone())
         .with_channels(channels)
         .router()
