@@ -1,4 +1,4 @@
-//! Run with: cargo run --example servicebus_worker --features servicebus
+//! Run with: cargo run --example servicebus_worker --features servicebus,redis
 //!
 //! Seed 000 (the scalable chat worker) on Azure Service Bus: takes chat requests from the
 //! subscription `worker-service` of the topic `user-messages`, and streams the answer to the
@@ -14,6 +14,8 @@
 //! | `SERVICEBUS_USER_MESSAGES_TOPIC` | `user-messages` | topic of the requests |
 //! | `SERVICEBUS_USER_MESSAGES_SUBSCRIPTION` | `worker-service` | this worker's subscription (every instance shares it) |
 //! | `SERVICEBUS_TOKEN_STREAMS_TOPIC` | `token-streams` | topic the tokens go to |
+//! | `REDIS_URL` | unset | when set, every answer is also appended to the Redis bus there (the history log `servicebus_sse` instances with the same `REDIS_URL` resume from); a batch counts as sent only once both Redis and Service Bus took it |
+//! | `REDIS_PREFIX` | `cosmo:` | key prefix in that Redis |
 //! | `LOG_LEVEL` | `INFO` | `DEBUG`, `INFO`, `WARNING`, `ERROR`, or a `tracing` filter |
 //! | `OPENAI_URL`, `OPENAI_API_KEY` | unset | when either is set, answers come from that OpenAI-compatible server (`OPENAI_MODEL`, default `deepseek-r1:8b`); otherwise the seed's demo answer |
 //! | `TOKEN_DELAY_MS` | `100` | the demo answer's delay between two characters (the seed's 0.1 s) |
@@ -49,9 +51,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatstream::backend::Tokenize;
+use chatstream::redis::{BusConfig, RedisClient, RedisConfig, RedisTokenSink};
 use chatstream::servicebus::{ServiceBusConfig, ServiceBusConnection};
 use chatstream::worker::shutdown_signal;
-use chatstream::{DynLlmBackend, ScriptedBackend, Worker, WorkerConfig};
+use chatstream::{
+    DynLlmBackend, DynTokenSink, LoggedTokenSink, ScriptedBackend, Worker, WorkerConfig,
+};
 use support::{env, init_logging};
 
 /// How long answers in progress may run on after SIGTERM.
@@ -88,8 +93,18 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let tokens_topic = config.token_streams_topic.clone();
     let conn = ServiceBusConnection::connect(config).await?;
     let source = conn.request_source().await?;
-    let sink = conn.token_sink().await?;
-    let worker = Worker::builder(Arc::new(source), Arc::new(sink), backend()?)
+    let mut sink: Arc<DynTokenSink> = Arc::new(conn.token_sink().await?);
+    let mut history = String::new();
+    if env("REDIS_URL").is_some() {
+        // Each batch goes to the Redis bus first, then to Service Bus: gateways that did not
+        // see a stream read it back from there.
+        let redis = RedisConfig::from_env()?;
+        history = format!(", logged to the Redis bus (prefix {})", redis.prefix);
+        let client = RedisClient::from_config(&redis).await?;
+        let log = RedisTokenSink::new(client, BusConfig::default()).await?;
+        sink = Arc::new(LoggedTokenSink::new(sink, Arc::new(log)));
+    }
+    let worker = Worker::builder(Arc::new(source), sink, backend()?)
         .config(WorkerConfig {
             concurrency,
             // Seed 000 messages carry tokens and the end only.
@@ -100,7 +115,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .build()
         .spawn();
     println!(
-        "servicebus_worker: answering subscription {subscription}, tokens to topic {tokens_topic} ({concurrency} at once)"
+        "servicebus_worker: answering subscription {subscription}, tokens to topic {tokens_topic}{history} ({concurrency} at once)"
     );
     tracing::info!(%subscription, "waiting for messages");
 

@@ -5,11 +5,15 @@
 //! does, and reads the answers as SSE clients of seed 001's
 //! `/api/stream/{sessionId}/{chatMessageId}`.
 //!
+//! With `REDIS_URL` (the Redis of the tests, `CHATSTREAM_REDIS_URL`) set for both binaries,
+//! a client resumes on another `servicebus_sse` instance from the Redis history log; that
+//! test skips when Redis is unreachable, unless `CHATSTREAM_REQUIRE_SERVICES=1`.
+//!
 //! Real Azure is not reachable from CI; chatstream-servicebus/tests/azure.rs runs against a
 //! real namespace when `CHATSTREAM_SERVICEBUS_CONNECTION_STRING` is set.
 //!
 //! `cargo test` builds the examples next to the test binaries; when a test filter skipped
-//! that, run `cargo build --examples --features servicebus` first.
+//! that, run `cargo build --examples --features servicebus,redis` first.
 #![cfg(all(unix, feature = "servicebus", feature = "axum"))]
 
 mod support;
@@ -18,9 +22,10 @@ use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chatstream_redis::testkit::{connect_or_skip, redis_url, PrefixGuard};
 use chatstream_servicebus::fake::{FakeConfig, FakeServiceBus};
 use chatstream_servicebus::{ServiceBusConnection, ServiceBusRequestSink};
-use support::{example_path, http, port_after, signal, start, within};
+use support::{example_path, http, port_after, signal, start, within, SseClient};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -52,6 +57,8 @@ impl Running {
             "CORS_ORIGINS",
             "TOKEN_DELAY_MS",
             "WORKER_CONCURRENCY",
+            "REDIS_URL",
+            "REDIS_PREFIX",
         ] {
             cmd.env_remove(var);
         }
@@ -96,25 +103,27 @@ struct Deployment {
 
 impl Deployment {
     async fn start() -> Self {
+        // Shorter than the seed's 0.1 s so the test is quick; still one character at a
+        // time, and slow enough for two answers to overlap.
+        Self::start_with("15", &[]).await
+    }
+
+    /// The fake and both binaries, the worker's demo answer one character every
+    /// `token_delay_ms`, and `env` set for both.
+    async fn start_with(token_delay_ms: &str, env: &[(&str, &str)]) -> Self {
         let fake = FakeServiceBus::start(FakeConfig::chatstream("sse-service"))
             .await
             .unwrap_or_else(|e| panic!("fake Service Bus: {e}"));
+        let mut worker_env = vec![("TOKEN_DELAY_MS", token_delay_ms)];
+        worker_env.extend_from_slice(env);
         let worker = Running::start(
             "servicebus_worker",
             &fake,
-            // Shorter than the seed's 0.1 s so the test is quick; still one character at a
-            // time, and slow enough for two answers to overlap.
-            &[("TOKEN_DELAY_MS", "15")],
+            &worker_env,
             "servicebus_worker: answering",
         )
         .await;
-        let sse = Running::start(
-            "servicebus_sse",
-            &fake,
-            &[("HOST", "127.0.0.1"), ("PORT", "0")],
-            "servicebus_sse: SSE service on",
-        )
-        .await;
+        let sse = Self::start_sse(&fake, env).await;
         let conn = ServiceBusConnection::connect(fake.config())
             .await
             .unwrap_or_else(|e| panic!("connect to the fake: {e}"));
@@ -128,6 +137,19 @@ impl Deployment {
             sse,
             requests,
         }
+    }
+
+    /// Another `servicebus_sse` instance on the same subscription.
+    async fn start_sse(fake: &FakeServiceBus, env: &[(&str, &str)]) -> Running {
+        let mut sse_env = vec![("HOST", "127.0.0.1"), ("PORT", "0")];
+        sse_env.extend_from_slice(env);
+        Running::start(
+            "servicebus_sse",
+            fake,
+            &sse_env,
+            "servicebus_sse: SSE service on",
+        )
+        .await
     }
 
     /// Publishes seed 000's request JSON (as Python's `json.dumps` writes it).
@@ -369,5 +391,85 @@ async fn bad_paths_get_json_errors_and_unknown_routes_404() {
     // A message id with a character no broker key may carry is refused, not forwarded.
     let (head, body) = http_get(port, "/api/stream/s/m%0Aid").await;
     assert!(head.starts_with("HTTP/1.0 400"), "{head}: {body}");
+    d.stop().await;
+}
+
+/// Reads seed 001 frames until `__END__` (or the end of the connection): the `(id, data)`
+/// of each.
+async fn read_frames(client: &mut SseClient, who: &str) -> Vec<(Option<String>, String)> {
+    let mut frames = Vec::new();
+    while let Some(event) = within(&format!("{who}'s next frame"), WAIT, client.next()).await {
+        let end = event.data == "__END__";
+        frames.push((event.id, event.data));
+        if end {
+            break;
+        }
+    }
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_a_client_resumes_exactly_on_another_instance() {
+    // The history log: the Redis bus, under a prefix of this test's own.
+    let Some(redis) = connect_or_skip("sb-e2e").await else {
+        return;
+    };
+    let _guard = PrefixGuard::new(&redis);
+    let (url, prefix) = (redis_url(), redis.keys().prefix().to_owned());
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_PREFIX", prefix.as_str()),
+    ];
+    // 40 ms a character: the answer is under way for about three seconds.
+    let d = Deployment::start_with("40", &env).await;
+    let other = Deployment::start_sse(&d.fake, &env).await;
+    let path = "/api/stream/session-resume/msg-r1";
+    let answer = r#"This is a response to your message "Where was I?" (message msg-r1)."#;
+
+    // Part of the answer from the first instance...
+    let mut first = SseClient::get(d.sse.port(), path, None).await;
+    assert_eq!(first.status, 200);
+    d.publish("Where was I?", "session-resume", "msg-r1").await;
+    let mut part = Vec::new();
+    while part.len() < 10 {
+        let event = within("a frame from the first instance", WAIT, first.next())
+            .await
+            .unwrap_or_else(|| panic!("the first instance ended early: {part:?}"));
+        assert_ne!(event.data, "__END__", "the answer ended early: {part:?}");
+        part.push((event.id, event.data));
+    }
+    drop(first);
+    let last_id = part
+        .last()
+        .and_then(|(id, _)| id.clone())
+        .unwrap_or_else(|| panic!("a frame without id: {part:?}"));
+
+    // ...and exactly the rest from the other, which never saw the stream.
+    let mut second = SseClient::get(other.port(), path, Some(&last_id)).await;
+    assert_eq!(second.status, 200);
+    let rest = read_frames(&mut second, "the second instance").await;
+    assert!(
+        rest.len() > 1,
+        "the second instance had the rest to give: {rest:?}"
+    );
+    let mut frames = part.clone();
+    frames.extend(rest);
+    let ids: Vec<Option<String>> = frames.iter().map(|(id, _)| id.clone()).collect();
+    let expected: Vec<Option<String>> = (0..frames.len()).map(|n| Some(n.to_string())).collect();
+    assert_eq!(ids, expected, "a gap or a repeat between the two instances");
+    let data: Vec<String> = frames.into_iter().map(|(_, data)| data).collect();
+    assert_eq!(tokens_of("resumed", &data), answer);
+
+    // After the end, a read from the start on the second instance gets the whole answer.
+    let mut again = SseClient::get(other.port(), path, None).await;
+    let whole = read_frames(&mut again, "the read from the start").await;
+    let data: Vec<String> = whole.into_iter().map(|(_, data)| data).collect();
+    assert_eq!(tokens_of("from the start", &data), answer);
+
+    let status = other.terminate().await;
+    assert!(
+        status.success(),
+        "the second servicebus_sse after SIGTERM: {status}"
+    );
     d.stop().await;
 }
