@@ -69,7 +69,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .status()
         {
-            return skip_or_fail("redis-server (not on PATH)", e);
+            return skip_or_fail("redis-server (this test starts its own; needed on PATH)", e);
         }
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

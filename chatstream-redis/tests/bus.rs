@@ -1,11 +1,13 @@
 //! The Redis Streams token bus against a real Redis: resume on another instance, history
-//! lost after trimming or expiry, retried and superseded publishes (skipped when Redis is
-//! unreachable, unless `CHATSTREAM_REQUIRE_SERVICES=1`).
+//! lost after trimming or expiry, retried and superseded publishes, stream status (skipped
+//! when Redis is unreachable, unless `CHATSTREAM_REQUIRE_SERVICES=1`). Restarts of Redis
+//! are in `aof_restart.rs`, on a server of its own.
 
 use std::time::Duration;
 
 use chatstream_core::{
-    Destination, Error, FinishReason, StreamEvent, StreamKey, TokenEnvelope, TokenSink, TokenSource,
+    Destination, Error, FinishReason, StreamEvent, StreamKey, StreamStatus, TokenEnvelope,
+    TokenSink, TokenSource,
 };
 use chatstream_redis::testkit::{connect_or_skip, redis_url, PrefixGuard};
 use chatstream_redis::{BusConfig, RedisClient, RedisTokenSink, RedisTokenSource};
@@ -549,4 +551,122 @@ async fn a_slow_subscriber_does_not_hold_up_the_other_streams_of_its_reader() {
         got.push(item.expect("envelope"));
     }
     assert_eq!(got, slow);
+}
+
+#[tokio::test]
+async fn status_says_not_found_open_or_ended_in_one_round_trip() {
+    let Some((client, sink, source, _g)) = setup("status", config()).await else {
+        return;
+    };
+    let k = key("st");
+    assert_eq!(source.status(&k).await.unwrap(), StreamStatus::NotFound);
+    let all = answer(&k, 1, 3);
+    sink.publish(&Destination::default(), &all[..2])
+        .await
+        .unwrap();
+    assert_eq!(source.status(&k).await.unwrap(), StreamStatus::Open);
+    sink.publish(&Destination::default(), &all[2..])
+        .await
+        .unwrap();
+    assert_eq!(
+        source.status(&k).await.unwrap(),
+        StreamStatus::Ended {
+            finish_reason: FinishReason::Stop
+        }
+    );
+    // Expired with its End kept in the marker: still ended.
+    let _: () = client
+        .connection()
+        .del(client.keys().token_stream(&k))
+        .await
+        .unwrap();
+    assert_eq!(
+        source.status(&k).await.unwrap(),
+        StreamStatus::Ended {
+            finish_reason: FinishReason::Stop
+        }
+    );
+    // A cancelled stream says so.
+    let c = key("cancelled");
+    let mut stopped = answer(&c, 1, 2);
+    if let Some(end) = stopped.last_mut() {
+        end.event = StreamEvent::End {
+            finish_reason: FinishReason::Cancelled,
+            usage: None,
+        };
+    }
+    sink.publish(&Destination::default(), &stopped)
+        .await
+        .unwrap();
+    assert_eq!(
+        source.status(&c).await.unwrap(),
+        StreamStatus::Ended {
+            finish_reason: FinishReason::Cancelled
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_begins_mid_attempt_reports_its_start_lost() {
+    // What a worker leaves after Redis came back empty: it goes on publishing where it was.
+    let Some((_c, sink, source, _g)) = setup("midway", config()).await else {
+        return;
+    };
+    let all = answer(&key("mid"), 1, 8);
+    let k = &all[0].key;
+    sink.publish(&Destination::default(), &all[5..])
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            subscribe_err(&source, k, None).await,
+            Error::HistoryLost { .. }
+        ),
+        "an answer without its beginning must not pass for a whole one"
+    );
+    assert!(matches!(
+        subscribe_err(&source, k, Some(3)).await,
+        Error::HistoryLost { after_seq: 3 }
+    ));
+    // A client that had read up to seq 4 gets exactly the rest.
+    assert_eq!(read_all(&source, k, Some(4)).await, all[5..].to_vec());
+    // A later attempt starting a stream afresh is whole.
+    let second = answer(&key("mid2"), 2, 3);
+    sink.publish(&Destination::default(), &second)
+        .await
+        .unwrap();
+    assert_eq!(read_all(&source, &second[0].key, None).await, second);
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_a_stream_ends_only_its_own_subscription() {
+    let Some((client, sink, source, _g)) = setup("wrongtype", config()).await else {
+        return;
+    };
+    let bad = key("bad");
+    let _: () = client
+        .connection()
+        .set(client.keys().token_stream(&bad), "not a stream")
+        .await
+        .unwrap();
+    let good = answer(&key("good"), 1, 4);
+    // The good stream is followed first, so the read that fails on the bad key has both.
+    let good_stream = source.subscribe(&good[0].key, None).await.unwrap();
+    let good_reader = tokio::spawn(async move {
+        tokio::time::timeout(
+            WAIT,
+            good_stream
+                .map(|r| r.expect("the good stream must not end with the bad key's error"))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .expect("the good stream did not end")
+    });
+    let mut bad_stream = source.subscribe(&bad, None).await.unwrap();
+    let failed = tokio::time::timeout(WAIT, bad_stream.next())
+        .await
+        .expect("the bad key's subscription hung");
+    assert!(matches!(failed, Some(Err(_))), "{failed:?}");
+    sink.publish(&Destination::default(), &good).await.unwrap();
+    assert_eq!(good_reader.await.unwrap(), good);
 }

@@ -22,6 +22,18 @@
 //! `claim_idle` (`XCLAIM … JUSTID` of its own entries), so long generations are never
 //! claimed away. The attempt of a delivery is `deliveries` (0 on an original) plus the
 //! group's delivery counter of the entry: 1 on first delivery, ≥ 2 after any redelivery.
+//!
+//! # Restarts
+//!
+//! While Redis is away (restarting, loading its AOF), `recv` fails and the worker asks
+//! again; the consumer's connections are made anew once it is back. `ack` and
+//! `nack(requeue)` are idempotent and are retried on connection trouble for up to
+//! [`QueueConfig::claim_idle`] (past that another consumer may have claimed the entry), so
+//! an answer finished during the outage is not answered twice. A dead letter is not
+//! retried (it would be written twice if the first try reached Redis): the entry stays
+//! pending and is claimed again once idle. With AOF the group, its pending entries and the
+//! queued requests survive a restart; without persistence they are gone, and the group is
+//! created again on the next `recv`.
 
 mod acker;
 mod scripts;
