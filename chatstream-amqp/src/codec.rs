@@ -21,6 +21,9 @@ pub const HEADER_QUEUE: &str = "x-chatstream-queue";
 /// Header: the finish reason of a seed 003 end message (`stop`, `cancelled`, …), which the
 /// seed's body format has no room for.
 pub const HEADER_FINISH: &str = "x-chatstream-finish-reason";
+/// Header: the usage of a seed 003 end message (`{"prompt_tokens", "completion_tokens",
+/// "total_tokens"}` as JSON), when the worker reported one (always for a cancelled answer).
+pub const HEADER_USAGE: &str = "x-chatstream-usage";
 /// Header set by RabbitMQ on quorum-queue redeliveries.
 pub const HEADER_DELIVERY_COUNT: &str = "x-delivery-count";
 
@@ -123,13 +126,17 @@ pub(crate) fn seed003_messages(batch: &[TokenEnvelope], pack: bool) -> Vec<Seed0
                 }
             }
         }
-        let finish = match &env.event {
-            StreamEvent::End { finish_reason, .. } => Some(finish_reason.clone()),
-            _ => None,
+        let (finish, usage) = match &env.event {
+            StreamEvent::End {
+                finish_reason,
+                usage,
+            } => (Some(finish_reason.clone()), *usage),
+            _ => (None, None),
         };
         out.push(Seed003Message {
             attempt: env.attempt,
             finish,
+            usage,
             msg,
         });
     }
@@ -141,23 +148,31 @@ pub(crate) fn seed003_messages(batch: &[TokenEnvelope], pack: bool) -> Vec<Seed0
 pub(crate) struct Seed003Message {
     pub(crate) attempt: u32,
     pub(crate) finish: Option<FinishReason>,
+    pub(crate) usage: Option<chatstream_core::Usage>,
     pub(crate) msg: seed003::ResponseMessage,
 }
 
 /// Reads a `response_{uid}` message: the seed's body and `type`, with the finish reason from
-/// [`HEADER_FINISH`] when present.
+/// [`HEADER_FINISH`] and the usage from [`HEADER_USAGE`] when present.
 pub(crate) fn decode_seed003(
     kind: Option<&str>,
     headers: Option<&FieldTable>,
     body: &[u8],
 ) -> Result<StreamEvent> {
     let mut event = seed003::decode_response(kind, body)?;
-    if let StreamEvent::End { finish_reason, .. } = &mut event {
+    if let StreamEvent::End {
+        finish_reason,
+        usage,
+    } = &mut event
+    {
         if let Some(reason) = header_text(headers, HEADER_FINISH) {
             let quoted = serde_json::Value::String(reason);
             if let Ok(r) = serde_json::from_value::<FinishReason>(quoted) {
                 *finish_reason = r;
             }
+        }
+        if let Some(json) = header_text(headers, HEADER_USAGE) {
+            *usage = serde_json::from_str(&json).ok();
         }
     }
     Ok(event)
@@ -254,15 +269,25 @@ mod tests {
         assert_eq!(packed[0].msg.body, b"Hello");
         assert_eq!(packed[1].msg.kind, seed003::ResponseKind::End);
         assert_eq!(packed[1].finish, Some(FinishReason::Stop));
-        let headers = table([(HEADER_FINISH, text("cancelled"))]);
+        let headers = table([
+            (HEADER_FINISH, text("cancelled")),
+            (
+                HEADER_USAGE,
+                text(r#"{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}"#),
+            ),
+        ]);
         let end = decode_seed003(Some("end"), Some(&headers), b"").expect("end");
-        assert!(matches!(
+        assert_eq!(
             end,
             StreamEvent::End {
                 finish_reason: FinishReason::Cancelled,
-                ..
+                usage: Some(chatstream_core::Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: 2,
+                    total_tokens: 5
+                }),
             }
-        ));
+        );
         assert_eq!(seed003_messages(&batch, false).len(), 3);
     }
 

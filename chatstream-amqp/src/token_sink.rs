@@ -10,7 +10,9 @@ use chatstream_core::{
 use lapin::types::AMQPValue;
 use lapin::BasicProperties;
 
-use crate::codec::{self, CONTENT_JSON, CONTENT_NDJSON, HEADER_ATTEMPT, HEADER_FINISH};
+use crate::codec::{
+    self, CONTENT_JSON, CONTENT_NDJSON, HEADER_ATTEMPT, HEADER_FINISH, HEADER_USAGE,
+};
 use crate::publisher::{Outgoing, Publisher};
 use crate::topology::{self, short};
 use crate::{routing, AmqpConnection, TokenTopology};
@@ -169,6 +171,11 @@ impl AmqpTokenSink {
             .map(|m| {
                 let mut headers =
                     codec::table([(HEADER_ATTEMPT, AMQPValue::LongLongInt(m.attempt.into()))]);
+                if let Some(usage) = &m.usage {
+                    if let Ok(json) = serde_json::to_string(usage) {
+                        headers.insert(HEADER_USAGE.into(), codec::text(&json));
+                    }
+                }
                 if let Some(finish) = &m.finish {
                     headers.insert(HEADER_FINISH.into(), codec::text(finish.as_str()));
                 }
