@@ -201,7 +201,8 @@ impl Merge {
     /// Already forwarded (or of a superseded attempt). The `End` of a finished stream is the
     /// exception while nothing was forwarded: a subscription at or after it yields it again.
     fn is_duplicate(&self, env: &TokenEnvelope) -> bool {
-        self.cursor.is_some_and(|c| env.seq <= c) && !(env.event.is_end() && !self.delivered)
+        let end_again = env.event.is_end() && !self.delivered;
+        self.cursor.is_some_and(|c| env.seq <= c) && !end_again
     }
 
     /// Goes live when the first held-back envelope of the primary continues what was
