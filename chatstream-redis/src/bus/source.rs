@@ -23,6 +23,10 @@ use crate::RedisClient;
 /// Subscriptions are followed by a few reader tasks, each with one dedicated connection
 /// reading up to [`BusConfig::streams_per_reader`] streams with one `XREAD`; clones share
 /// them. A reader starts with its first subscription and ends with its last.
+///
+/// A subscription made while Redis is away waits for it, up to [`BusConfig::retry_for`]
+/// (its first look at the stream is a read, safe to repeat); one that is followed rides
+/// out a restart of that length (see the [module docs](crate::bus#restarts)).
 #[derive(Debug, Clone)]
 pub struct RedisTokenSource {
     client: RedisClient,
@@ -77,6 +81,9 @@ impl Probe {
     }
 }
 
+/// How long [`RedisTokenSource::status`] retries connection trouble.
+const STATUS_RETRY: Duration = Duration::from_secs(1);
+
 /// How an `End` envelope (stored JSON) ended its stream.
 fn finish_reason(json: &[u8]) -> Result<FinishReason> {
     match decode_envelope(json)?.into_envelope(0).event {
@@ -92,7 +99,9 @@ fn finish_reason(json: &[u8]) -> Result<FinishReason> {
 impl TokenSource for RedisTokenSource {
     /// One round trip: the stream's last entry (`XREVRANGE … + - COUNT 1`) and the `End`
     /// its marker keeps. The last entry says `Open` or `Ended`; without one (never
-    /// published, or expired) the marker's `End` says `Ended`, else `NotFound`.
+    /// published, or expired) the marker's `End` says `Ended`, else `NotFound`. Connection
+    /// trouble is retried for a second at most (a connection that died with a restarted
+    /// server), so a stop while Redis is away fails soon.
     async fn status(&self, key: &StreamKey) -> Result<StreamStatus> {
         let keys = self.client.keys();
         let mut pipe = redis::pipe();
@@ -104,7 +113,7 @@ impl TokenSource for RedisTokenSource {
             .arg(1)
             .hget(keys.token_marker(key), "end");
         let (last, end): (redis::streams::StreamRangeReply, Option<Vec<u8>>) =
-            retrying(self.retry_for, || {
+            retrying(STATUS_RETRY.min(self.retry_for), || {
                 let (pipe, mut con) = (&pipe, self.client.shared());
                 async move { pipe.query_async(&mut con).await }
             })
