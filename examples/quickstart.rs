@@ -5,8 +5,8 @@
 //!
 //! | route | API |
 //! |---|---|
-//! | `/` | a chat page that streams the answer in with `EventSource` (which reconnects and resumes with `Last-Event-ID` by itself) |
-//! | `POST /api/chat`, `GET /api/stream/{sessionId}/{messageId}`, `GET /health` | seed 001's SSE service plus a submit route |
+//! | `/` | a chat page that streams the answer in with `EventSource` (which reconnects and resumes with `Last-Event-ID` by itself), stops it with a Stop button, and after a reload shows the chat so far and the answer continuing (`/?session=<id>`) |
+//! | `POST /api/chat`, `GET /api/chat/{sessionId}/messages`, `GET`/`DELETE /api/stream/{sessionId}/{messageId}`, `GET /health` | seed 001's SSE service (read, stop) plus submit and history routes |
 //! | `/chat/threads…` | seed 002's streaming chat API (bearer token printed at start) |
 //! | `POST /v1/chat/completions`, `GET /v1/models` | OpenAI-compatible mode (the official SDKs work against it) |
 //! | `POST /api/ai-sdk/chat` | Vercel AI SDK UI message stream (`useChat`) |
@@ -19,7 +19,8 @@
 //! |---|---|---|
 //! | `HOST` | `127.0.0.1` | address to listen on (`0.0.0.0` for every interface) |
 //! | `PORT` | `3000` | port to listen on |
-//! | `OPENAI_URL`, `OPENAI_API_KEY` | unset | when either is set, answers come from that OpenAI-compatible server (feature `openai`, on by default); otherwise from the scripted backend, one word every 30 ms |
+//! | `OPENAI_URL`, `OPENAI_API_KEY` | unset | when either is set, answers come from that OpenAI-compatible server (feature `openai`, on by default); otherwise from the scripted backend, one word every `TOKEN_DELAY_MS` |
+//! | `TOKEN_DELAY_MS` | `30` | the scripted backend's pause between two words |
 //! | `OPENAI_MODEL` | `deepseek-r1:8b` | model asked for (seed 003's default) |
 //! | `LOG_LEVEL` | `info` | `debug`, `info`, `warning`, `error`, or a `tracing` filter |
 //! | `CORS_ORIGINS` | unset | comma-separated origins allowed to call the API (`*`: any) |
@@ -57,8 +58,8 @@ const PAGE: &str = include_str!("quickstart.html");
 /// Longest an SSE client stays connected (as long as the OpenAI backend's answer timeout).
 const STREAM_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Delay between the scripted backend's tokens, so the streaming is visible.
-const SCRIPTED_DELAY: Duration = Duration::from_millis(30);
+/// Default delay between the scripted backend's words, so the streaming is visible.
+const SCRIPTED_DELAY_MS: u64 = 30;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -137,6 +138,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
         "  curl -s -X POST {url}/api/chat -H 'content-type: application/json' -d '{{\"text\":\"hi\"}}'"
     );
     println!("  curl -N {url}/api/stream/<sessionId>/<messageId>");
+    println!("  curl -X DELETE {url}/api/stream/<sessionId>/<messageId>   (stop the answer)");
+    println!("  curl -s {url}/api/chat/<sessionId>/messages   (the chat so far)");
     if let Some(token) = &demo_token {
         println!("seed 002 API (/chat/threads…): Authorization: Bearer {token}");
     }
@@ -158,7 +161,14 @@ fn backend() -> Result<Arc<DynLlmBackend>, Box<dyn Error>> {
         return Ok(openai);
     }
     tracing::info!("answering with the scripted backend (set OPENAI_URL for a real model)");
+    let delay = match env("TOKEN_DELAY_MS") {
+        Some(ms) => ms
+            .trim()
+            .parse()
+            .map_err(|e| format!("TOKEN_DELAY_MS={ms:?}: {e}"))?,
+        None => SCRIPTED_DELAY_MS,
+    };
     Ok(Arc::new(
-        ScriptedBackend::default().with_delay(SCRIPTED_DELAY),
+        ScriptedBackend::default().with_delay(Duration::from_millis(delay)),
     ))
 }

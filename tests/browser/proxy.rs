@@ -1,5 +1,6 @@
 //! A TCP proxy between the browser and the quickstart that cuts the first answer stream
-//! after a few events, and notes how the browser came back.
+//! after a few events ([`start`]) or cuts nothing ([`start_passthrough`]), and notes how the
+//! browser asked for its streams and came back.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,16 +20,28 @@ pub(crate) struct Seen {
     pub(crate) cut: AtomicBool,
     /// The `Last-Event-ID` of the first stream request that carried one.
     pub(crate) resumed_after: Mutex<Option<String>>,
+    /// The request line of every stream request (`GET /api/stream/… HTTP/1.1`).
+    pub(crate) stream_lines: Mutex<Vec<String>>,
     /// Only the first stream is cut.
     armed: AtomicBool,
 }
 
-/// Listens on a free port of 127.0.0.1, forwarding to `upstream`; returns the port.
+/// Listens on a free port of 127.0.0.1, forwarding to `upstream` and cutting the first
+/// stream; returns the port.
 pub(crate) async fn start(upstream: u16) -> std::io::Result<(u16, Arc<Seen>)> {
+    listen(upstream, true).await
+}
+
+/// Like [`start`], but cuts nothing: it only notes the stream requests.
+pub(crate) async fn start_passthrough(upstream: u16) -> std::io::Result<(u16, Arc<Seen>)> {
+    listen(upstream, false).await
+}
+
+async fn listen(upstream: u16, cut: bool) -> std::io::Result<(u16, Arc<Seen>)> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let port = listener.local_addr()?.port();
     let seen = Arc::new(Seen {
-        armed: AtomicBool::new(true),
+        armed: AtomicBool::new(cut),
         ..Seen::default()
     });
     let shared = seen.clone();
@@ -98,6 +111,10 @@ fn inspect_request(bytes: &[u8], seen: &Seen, victim: &AtomicBool) {
         return;
     }
     seen.stream_requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(line) = text.lines().next() {
+        let mut lines = seen.stream_lines.lock().unwrap_or_else(|p| p.into_inner());
+        lines.push(line.to_owned());
+    }
     let last_event_id = text.lines().find_map(|line| {
         let (name, value) = line.split_once(':')?;
         name.trim()
