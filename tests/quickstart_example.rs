@@ -1,5 +1,6 @@
 //! End to end: starts the real `quickstart` example binary, submits a message over HTTP,
-//! reads the SSE answer, resumes with `Last-Event-ID`, and stops it with SIGTERM.
+//! reads the SSE answer, resumes with `Last-Event-ID`, reads the stored conversation, asks
+//! to stop the finished answer, and stops the binary with SIGTERM.
 //!
 //! `cargo test` builds the examples next to the test binaries; when a test filter skipped
 //! that, run `cargo build --example quickstart` first.
@@ -64,6 +65,32 @@ async fn quickstart_serves_the_page_streams_an_answer_and_stops_on_sigterm() {
             .map(|b| format!("{b}\n\n"))
             .collect::<String>()
     );
+
+    // The conversation so far: the exchange, stored when the answer ended.
+    let session = field(&json, "sessionId");
+    let head = format!("GET /api/chat/{session}/messages HTTP/1.0");
+    let (status, body) = http(port, &head, "", WAIT).await;
+    assert!(status.contains(" 200 "), "{status}: {body}");
+    let history: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let answer: String = blocks
+        .iter()
+        .filter_map(|b| b.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| v["token"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        history["messages"],
+        serde_json::json!([
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": answer},
+        ])
+    );
+
+    // Stopping an answer that is over says so.
+    let (status, body) = http(port, &format!("DELETE {stream} HTTP/1.0"), "", WAIT).await;
+    assert!(status.contains(" 200 "), "{status}: {body}");
+    assert_eq!(body, r#"{"status":"ended","finish_reason":"stop"}"#);
 
     signal(&child, "-TERM");
     let exit = within("graceful shutdown", WAIT, child.wait())
