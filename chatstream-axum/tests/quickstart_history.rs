@@ -51,7 +51,7 @@ impl App {
         .build()
         .spawn();
         let gateway = Gateway::builder(Arc::new(broker.clone()), Arc::new(broker.clone()))
-            .cancels(Arc::new(broker.clone()))
+            .cancels(Arc::new(broker))
             .build();
         let state = state(ChatstreamState::new(gateway).with_store(store));
         Self {
