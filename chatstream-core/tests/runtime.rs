@@ -594,3 +594,40 @@ async fn a_worker_with_a_session_feed_announces_each_stream_it_answers() {
     );
     handle.shutdown().await;
 }
+
+/// A resume of a stream nobody holds (never published here, or its retention expired) is
+/// told `history lost` at once instead of waiting for the idle timeout; a read from the
+/// start of such a stream still waits for it to begin.
+#[tokio::test]
+async fn a_resume_of_an_unknown_stream_is_history_lost_at_once() {
+    let broker = InMemoryBroker::new();
+    let gateway = Gateway::builder(Arc::new(broker.clone()), Arc::new(broker.clone())).build();
+    let key = StreamKey::new("nobody", "nothing");
+    let events: Vec<ClientEvent> =
+        within(gateway.subscribe(&key, Some(7)).await.unwrap().collect()).await;
+    assert!(
+        matches!(events.as_slice(), [ClientEvent::Fault(Fault::HistoryLost)]),
+        "{events:?}"
+    );
+    // From the start, the stream is awaited and then read.
+    let mut waiting = gateway.subscribe(&key, None).await.unwrap();
+    let sink: &dyn chatstream_core::TokenSink = &broker;
+    let end = StreamEvent::End {
+        finish_reason: FinishReason::Stop,
+        usage: None,
+    };
+    sink.publish(
+        &Default::default(),
+        &[
+            TokenEnvelope::new(key.clone(), 1, 0, StreamEvent::token("hi")),
+            TokenEnvelope::new(key.clone(), 1, 1, end),
+        ],
+    )
+    .await
+    .unwrap();
+    let first = within(waiting.next()).await;
+    assert!(
+        matches!(&first, Some(ClientEvent::Envelope(e)) if e.event == StreamEvent::token("hi")),
+        "{first:?}"
+    );
+}

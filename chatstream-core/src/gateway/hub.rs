@@ -176,6 +176,24 @@ impl Hub {
         hub
     }
 
+    /// A private hub that failed before subscribing: its one client gets `fault` and the
+    /// stream ends.
+    pub(crate) fn failed(key: StreamKey, fault: Fault, buffer: usize) -> Arc<Self> {
+        Arc::new(Hub {
+            key,
+            start_after: None,
+            shared: false,
+            state: Mutex::new(HubState {
+                fault: Some(fault),
+                ..HubState::default()
+            }),
+            buffer: buffer.max(1),
+            pump: Mutex::new(None),
+            created: Instant::now(),
+            ready: watch::channel(true).0,
+        })
+    }
+
     /// Waits until the broker subscription is in place (or has failed), at most `limit`.
     pub(crate) async fn ready(&self, limit: Duration) -> crate::Result<()> {
         let mut rx = self.ready.subscribe();

@@ -198,9 +198,22 @@ impl Gateway {
     }
 
     /// A client stream of `key`, replaying what came after `after_seq` (`None`: from the
-    /// start). Fails with [`Error::HistoryLost`](crate::Error::HistoryLost) only through the
+    /// start). Fails with [`Error::HistoryLost`] only through the
     /// stream (as a [`Fault`](crate::Fault)), so every dialect can tell the client.
+    ///
+    /// A resume (`after_seq` given) of a stream that neither this gateway nor the token
+    /// source holds fails at once with `HistoryLost`: the client saw envelopes that are gone
+    /// (retention expired, or ids from another deployment), and waiting would only end in
+    /// the idle timeout.
     pub async fn subscribe(&self, key: &StreamKey, after_seq: Option<u64>) -> Result<ClientStream> {
+        if after_seq.is_some() && !self.inner.lock_hubs().contains_key(key) {
+            // A source that cannot say (or cannot be reached now) is subscribed as before.
+            if let Ok(StreamStatus::NotFound) = self.inner.tokens.status(key).await {
+                let buffer = self.inner.config.client_buffer;
+                let hub = Hub::failed(key.clone(), crate::Fault::HistoryLost, buffer);
+                return Ok(hub.join(&self.inner, after_seq));
+            }
+        }
         let hub = self.hub_for(key, after_seq);
         Ok(hub.join(&self.inner, after_seq))
     }
@@ -239,7 +252,7 @@ impl Gateway {
         Ok(())
     }
 
-    /// What the token source holds of `key` (see [`TokenSource::status`](crate::TokenSource::status)).
+    /// What the token source holds of `key` (see [`crate::TokenSource::status`]).
     pub async fn status(&self, key: &StreamKey) -> Result<StreamStatus> {
         self.inner.tokens.status(key).await
     }
