@@ -6,7 +6,7 @@
 //!   the scripted answer exactly once — no word missing, none repeated.
 //! - Stop mid-answer: the Stop button goes away, the answer stays as far as it got, marked
 //!   as stopped, and the server agrees: the stream ended with exactly that text, the worker
-//!   stored exactly that partial answer, and a cancel was published.
+//!   stored exactly that partial answer, and a cancel was published. A reload shows it so.
 //! - Reload mid-answer: the page shows the earlier exchange, the question, and the whole
 //!   answer exactly once, resumed with `?lastEventId=` where it was.
 //!
@@ -308,6 +308,13 @@ async fn stop_mid_answer(client: &Client, port: u16) -> Result<(), String> {
     if again["text"] != stopped["text"] || again["stopped"] != json!(true) {
         return Err(format!("the page changed after the end: {again}"));
     }
+    // A reload shows the stopped exchange once, still marked as stopped.
+    client.refresh().await.map_err(fail("reload"))?;
+    let want = json!([["user", TEXT], ["assistant", text]]);
+    wait_for(client, "the stopped exchange after a reload", |p| {
+        p["log"] == want && p["stopped"] == json!(true) && p["idle"] == json!(true)
+    })
+    .await?;
     Ok(())
 }
 
