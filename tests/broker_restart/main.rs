@@ -165,6 +165,11 @@ fn restart(kind: Kind) {
 
 async fn restart_under_load(kind: Kind) {
     let _one = ONE_AT_A_TIME.lock().await;
+    // `RUST_LOG=warn` shows what the adapters did about the outage.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     if !broker_up(kind).await {
         return;
     }
