@@ -631,3 +631,59 @@ async fn a_resume_of_an_unknown_stream_is_history_lost_at_once() {
         "{first:?}"
     );
 }
+
+/// A live-only source joined in the middle of a stream (RabbitMQ's topic topology read by a
+/// second gateway instance) hands the gateway the stream from its middle: the client is told
+/// `history lost`, never given the rest as if it were the whole answer. A gap later in a
+/// stream ends it the same way.
+#[tokio::test]
+async fn a_stream_joined_in_its_middle_is_history_lost_not_a_partial_answer() {
+    #[derive(Debug)]
+    struct FromSeq(Vec<u64>);
+
+    #[async_trait]
+    impl TokenSource for FromSeq {
+        async fn subscribe(
+            &self,
+            key: &StreamKey,
+            _after_seq: Option<u64>,
+        ) -> Result<chatstream_core::EnvelopeStream> {
+            let envs: Vec<Result<TokenEnvelope>> = self
+                .0
+                .iter()
+                .map(|&seq| {
+                    Ok(TokenEnvelope::new(
+                        key.clone(),
+                        1,
+                        seq,
+                        StreamEvent::token(format!("t{seq} ")),
+                    ))
+                })
+                .collect();
+            Ok(futures::stream::iter(envs).boxed())
+        }
+    }
+
+    let key = StreamKey::new("s", "m");
+    for (seqs, want_text) in [(vec![5, 6, 7], ""), (vec![0, 1, 3, 4], "t0 t1 ")] {
+        let broker = InMemoryBroker::new();
+        let gateway = Gateway::builder(Arc::new(broker), Arc::new(FromSeq(seqs.clone()))).build();
+        let events: Vec<ClientEvent> =
+            within(gateway.subscribe(&key, None).await.unwrap().collect()).await;
+        let text: String = events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Envelope(env) => match &env.event {
+                    StreamEvent::Token { text } => Some(text.as_str()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, want_text, "{seqs:?}: {events:?}");
+        assert!(
+            matches!(events.last(), Some(ClientEvent::Fault(Fault::HistoryLost))),
+            "{seqs:?}: {events:?}"
+        );
+    }
+}

@@ -225,6 +225,21 @@ impl State {
         msg
     }
 
+    /// Whether `env` continues what the client has: the next seq, or the first envelope of
+    /// a newer attempt (a reset); from the start, the first envelope of an attempt. An `End`
+    /// at or before the last seq (a resume at or after the end) is the End again.
+    fn follows(&self, env: &TokenEnvelope) -> bool {
+        let starts_attempt = env.seq == TokenEnvelope::seq_base(env.attempt);
+        match self.last_seq {
+            None => starts_attempt,
+            Some(l) => {
+                env.seq == l + 1
+                    || (env.event.is_end() && env.seq <= l)
+                    || (starts_attempt && env.attempt > TokenEnvelope::attempt_of_seq(l))
+            }
+        }
+    }
+
     fn accept(&mut self, env: Arc<TokenEnvelope>) {
         let end = env.event.is_end();
         if self.last_seq.is_some_and(|l| env.seq <= l) && !end {
@@ -232,6 +247,16 @@ impl State {
         }
         if self.seen_attempt.is_some_and(|a| env.attempt < a) && !end {
             return; // late envelope of a superseded attempt
+        }
+        if !self.follows(&env) {
+            // A gap: the source handed this client a stream from its middle (a live-only
+            // topology joined late) or lost envelopes. Never pass part of an answer off as
+            // the whole of it.
+            self.done = true;
+            self.lease.finished = true;
+            self.pending
+                .push_back(ClientEvent::Fault(Fault::HistoryLost));
+            return;
         }
         if self.seen_attempt.is_some_and(|a| env.attempt > a) {
             self.pending.push_back(ClientEvent::Reset {

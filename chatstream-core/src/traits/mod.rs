@@ -64,7 +64,7 @@ mod tests {
         };
         sink.publish(
             &Destination::default(),
-            &[env(1, StreamEvent::token("hello")), env(2, end)],
+            &[env(0, StreamEvent::token("hello")), env(1, end)],
         )
         .await
         .expect("publish");
