@@ -52,6 +52,11 @@ const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
 /// How often the index drops streams past their retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
+/// Longest a resume after a seq this instance's tail has not read yet waits for it (the
+/// client read it from another instance a moment ago), before it is refused as ahead of the
+/// stream.
+const AHEAD_WAIT: Duration = Duration::from_secs(2);
+
 /// Envelopes a replay may read ahead of its subscriber.
 const REPLAY_BUFFER: usize = 256;
 
@@ -116,6 +121,12 @@ struct Shared {
     caught_up: watch::Sender<bool>,
     /// This instance's marker id.
     marker: String,
+    /// Woken after each log message the tail routed.
+    progress: tokio::sync::Notify,
+    /// The highest sync marker of this instance read back.
+    synced: watch::Sender<u64>,
+    /// The last sync marker number handed out.
+    syncs: std::sync::atomic::AtomicU64,
     retention: Duration,
 }
 
@@ -129,8 +140,13 @@ impl Shared {
         let headers = delivery.properties.headers().as_ref();
         if let Some(marker) = header_text(headers, HEADER_MARKER) {
             self.lock().tail = Some(offset);
-            if marker == self.marker {
-                self.caught_up.send_replace(true);
+            // `<id>` when the tail starts, `<id>/<n>` for a sync (`StreamLog::sync_index`).
+            if let Some(rest) = marker.strip_prefix(self.marker.as_str()) {
+                if rest.is_empty() {
+                    self.caught_up.send_replace(true);
+                } else if let Some(n) = rest.strip_prefix('/').and_then(|n| n.parse().ok()) {
+                    self.synced.send_modify(|s| *s = (*s).max(n));
+                }
             }
             return;
         }
@@ -178,6 +194,9 @@ impl Shared {
             self.demux.route(&env, Some(seq));
         }
         st.tail = Some(offset);
+        drop(st);
+        self.progress.notify_waiters();
+        let mut st = self.lock();
         if now.duration_since(st.last_prune) >= PRUNE_EVERY {
             st.last_prune = now;
             let retention = self.retention;
@@ -208,6 +227,8 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) struct StreamLog {
     conn: AmqpConnection,
+    /// Appends sync markers.
+    publisher: Publisher,
     stream: String,
     shared: Arc<Shared>,
     tail: AbortHandle,
@@ -245,6 +266,9 @@ impl StreamLog {
             demux: Demux::new(config.subscriber_buffer),
             caught_up: watch::channel(false).0,
             marker: uuid::Uuid::new_v4().simple().to_string(),
+            progress: tokio::sync::Notify::new(),
+            synced: watch::channel(0).0,
+            syncs: std::sync::atomic::AtomicU64::new(0),
             retention,
         });
         let since = epoch_secs().saturating_sub(retention.as_secs());
@@ -263,15 +287,20 @@ impl StreamLog {
         ));
         Ok(Self {
             conn: conn.clone(),
+            publisher: Publisher::new(conn.clone()),
             stream: config.token_stream.clone(),
             shared,
             tail: task.abort_handle(),
         })
     }
 
-    /// What the index knows of `key` (after catching up with the log).
+    /// What the index knows of `key` (after catching up with the log; for a stream it does
+    /// not know, after reading everything appended before the question).
     pub(crate) async fn status(&self, key: &StreamKey) -> Result<StreamStatus> {
         self.shared.wait_caught_up().await?;
+        if !self.shared.lock().entries.contains_key(key) {
+            self.sync_index().await?;
+        }
         let st = self.shared.lock();
         Ok(match st.entries.get(key) {
             None => StreamStatus::NotFound,
@@ -294,6 +323,9 @@ impl StreamLog {
     ) -> Result<EnvelopeStream> {
         if after_seq.is_some() {
             self.shared.wait_caught_up().await?;
+        }
+        if let Some(after) = after_seq {
+            self.wait_until_indexed(key, after).await;
         }
         let caught_up = *self.shared.caught_up.borrow();
         let st = self.shared.lock();
@@ -345,6 +377,66 @@ impl StreamLog {
             None => replayed,
         };
         Ok(contiguous(all, after_seq))
+    }
+}
+
+impl StreamLog {
+    /// Appends a fresh marker of this instance to the log and waits until the tail reads it
+    /// back: then the index holds everything appended before this call (another instance
+    /// may have relayed envelopes this one has not read yet).
+    async fn sync_index(&self) -> Result<()> {
+        let n = self
+            .shared
+            .syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let mut rx = self.shared.synced.subscribe();
+        let marker = format!("{}/{n}", self.shared.marker);
+        publish_marker(&self.publisher, &self.stream, &marker).await?;
+        let synced = async move { rx.wait_for(|s| *s >= n).await.is_ok() };
+        match tokio::time::timeout(CATCH_UP_LIMIT, synced).await {
+            Ok(true) => Ok(()),
+            _ => Err(Error::unavailable(
+                "RabbitMQ",
+                "the gateway could not read the token stream up to now",
+            )),
+        }
+    }
+
+    /// Waits (at most [`AHEAD_WAIT`]) until this instance's index has seen seq `after` of
+    /// `key`, or its end: a client that read seq `after` from another instance may resume
+    /// here a moment before this instance's tail has read that far.
+    async fn wait_until_indexed(&self, key: &StreamKey, after: u64) {
+        let deadline = Instant::now() + AHEAD_WAIT;
+        loop {
+            let progressed = self.shared.progress.notified();
+            tokio::pin!(progressed);
+            progressed.as_mut().enable();
+            let ahead = match self.shared.lock().entries.get(key) {
+                // Not indexed here yet, or never published: settle which.
+                None => None,
+                Some(e) => {
+                    let attempt = TokenEnvelope::attempt_of_seq(after);
+                    Some(
+                        e.end.is_none()
+                            && (attempt > e.attempt
+                                || (attempt == e.attempt && after > e.last_seq)),
+                    )
+                }
+            };
+            let ahead = match ahead {
+                Some(ahead) => ahead,
+                None => {
+                    if let Err(e) = self.sync_index().await {
+                        tracing::debug!(error = %e, "token stream sync failed");
+                    }
+                    return;
+                }
+            };
+            if !ahead || tokio::time::timeout_at(deadline, progressed).await.is_err() {
+                return;
+            }
+        }
     }
 }
 

@@ -237,3 +237,69 @@ async fn the_tail_survives_a_cut_connection_without_a_gap() {
     assert_eq!(got, want, "exactly the answer, no gap and no repeat");
     worker.shutdown().await;
 }
+
+/// On the live-only opt-in topologies, a second gateway instance reading a stream another
+/// one relays never hands its client part of the answer as if it were whole: on reply-to
+/// (the envelopes go to the submitting gateway's queue) it says `history lost` at once; on
+/// topic (it sees the envelopes from the moment it binds) it says `history lost` at the
+/// first envelope, which is not the stream's first. The submitting instance's client gets
+/// the whole answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_only_topologies_never_give_a_second_instance_part_of_an_answer() {
+    for topology in [TokenTopology::ReplyTo, TokenTopology::Topic] {
+        let config = test_config(topology);
+        let Some(conn) = connect_or_skip(&config).await else {
+            return;
+        };
+        let (_wc, worker) = worker(&config, Duration::from_millis(20)).await;
+        let (_ca, a) = instance(&config, "a").await;
+        let (_cb, b) = instance(&config, "b").await;
+        let requests = Arc::new(AmqpRequestSink::new(&conn).await.expect("request sink"));
+        let on_a_gateway = Gateway::builder(requests.clone(), a).build();
+        let on_b_gateway = Gateway::builder(requests, b).build();
+        let key = key("live-only");
+        let request = ChatRequest::new(key.clone(), "tell me everything");
+        let want = ScriptedBackend::default().answer(&request);
+        let mut on_a = on_a_gateway.submit(request).await.expect("submit");
+        let mut text_a = String::new();
+        let mut seen = 0;
+        while seen < 3 {
+            match within("a token on A", on_a.next()).await {
+                Some(chatstream_core::ClientEvent::Envelope(env)) => {
+                    if let StreamEvent::Token { text } = &env.event {
+                        text_a.push_str(text);
+                    }
+                    seen += 1;
+                }
+                other => panic!("{topology:?}: unexpected {other:?}"),
+            }
+        }
+        let on_b: Vec<chatstream_core::ClientEvent> = within(
+            "B's answer",
+            on_b_gateway
+                .subscribe(&key, None)
+                .await
+                .expect("subscribe on B")
+                .collect(),
+        )
+        .await;
+        assert!(
+            matches!(
+                on_b.as_slice(),
+                [chatstream_core::ClientEvent::Fault(
+                    chatstream_core::Fault::HistoryLost
+                )]
+            ),
+            "{topology:?}: B must say history lost, not give part of the answer: {on_b:?}"
+        );
+        while let Some(ev) = within("A's answer", on_a.next()).await {
+            if let chatstream_core::ClientEvent::Envelope(env) = ev {
+                if let StreamEvent::Token { text } = &env.event {
+                    text_a.push_str(text);
+                }
+            }
+        }
+        assert_eq!(text_a, want, "{topology:?}: A gets the whole answer");
+        worker.shutdown().await;
+    }
+}

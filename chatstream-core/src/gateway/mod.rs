@@ -204,11 +204,23 @@ impl Gateway {
     /// A resume (`after_seq` given) of a stream that neither this gateway nor the token
     /// source holds fails at once with `HistoryLost`: the client saw envelopes that are gone
     /// (retention expired, or ids from another deployment), and waiting would only end in
-    /// the idle timeout.
+    /// the idle timeout. So does any read, on the reply-to topology without a history log,
+    /// of a stream this gateway did not submit (its envelopes go to the submitting
+    /// gateway's queue only).
     pub async fn subscribe(&self, key: &StreamKey, after_seq: Option<u64>) -> Result<ClientStream> {
-        if after_seq.is_some() && !self.inner.lock_hubs().contains_key(key) {
-            // A source that cannot say (or cannot be reached now) is subscribed as before.
-            if let Ok(StreamStatus::NotFound) = self.inner.tokens.status(key).await {
+        let replies_here = self.inner.tokens.reply_address().is_some();
+        if (after_seq.is_some() || replies_here) && !self.inner.lock_hubs().contains_key(key) {
+            // Reply-to keeps no record and sends a stream's envelopes only to the gateway
+            // that submitted it: another instance would wait for the idle timeout, so it
+            // says at once that it cannot serve the stream. A resume of a stream the source
+            // does not hold is history lost too. A source that cannot say (or cannot be
+            // reached now) is subscribed as before.
+            let lost = match self.inner.tokens.status(key).await {
+                Ok(StreamStatus::NotFound) => after_seq.is_some(),
+                Ok(StreamStatus::Untracked) => replies_here,
+                _ => false,
+            };
+            if lost {
                 let buffer = self.inner.config.client_buffer;
                 let hub = Hub::failed(key.clone(), crate::Fault::HistoryLost, buffer);
                 return Ok(hub.join(&self.inner, after_seq));
