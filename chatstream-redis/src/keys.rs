@@ -64,6 +64,11 @@ impl Keys {
         format!("{}{{owner:{}}}", self.prefix, escape(owner))
     }
 
+    /// Sorted set of an organisation's conversations.
+    pub fn org(&self, org: &str) -> String {
+        format!("{}{{org:{}}}", self.prefix, escape(org))
+    }
+
     /// The token stream of a [`StreamKey`].
     pub fn token_stream(&self, key: &StreamKey) -> String {
         format!(
@@ -113,12 +118,13 @@ impl Keys {
     }
 
     /// `SCAN` patterns of every key the conversation store owns.
-    pub(crate) fn store_patterns(&self) -> [String; 3] {
+    pub(crate) fn store_patterns(&self) -> [String; 4] {
         let p = glob_escape(&self.prefix);
         [
             format!("{p}{{conv:*"),
             format!("{p}{{chan:*"),
             format!("{p}{{owner:*"),
+            format!("{p}{{org:*"),
         ]
     }
 }

@@ -102,6 +102,21 @@ impl InMemoryConversationStore {
         self.sweep(st, now);
     }
 
+    /// The metadata of the live conversations `keep` selects, newest activity first.
+    fn list_where(&self, keep: impl Fn(&ConversationMeta) -> bool) -> Vec<ConversationMeta> {
+        let now = (self.clock)();
+        let mut st = self.lock();
+        self.sweep(&mut st, now);
+        let mut out: Vec<_> = st
+            .conversations
+            .values()
+            .filter(|c| keep(&c.meta))
+            .map(|c| c.meta.clone())
+            .collect();
+        out.sort_by_key(|m| std::cmp::Reverse(m.last_activity_ms));
+        out
+    }
+
     fn sweep(&self, st: &mut State, now: u64) {
         let ttl = self.ttl_ms();
         st.last_sweep = now;
@@ -117,6 +132,7 @@ fn new_meta(id: String, now: u64) -> ConversationMeta {
         id,
         title: None,
         owner: None,
+        org: None,
         created_at_ms: now,
         last_activity_ms: now,
         message_count: 0,
@@ -157,10 +173,20 @@ impl ConversationStore for InMemoryConversationStore {
     }
 
     async fn create(&self, title: Option<&str>, owner: Option<&str>) -> Result<ConversationMeta> {
+        self.create_in_org(title, owner, None).await
+    }
+
+    async fn create_in_org(
+        &self,
+        title: Option<&str>,
+        owner: Option<&str>,
+        org: Option<&str>,
+    ) -> Result<ConversationMeta> {
         let now = (self.clock)();
         let mut meta = new_meta(uuid::Uuid::new_v4().to_string(), now);
         meta.title = title.map(str::to_owned);
         meta.owner = owner.map(str::to_owned);
+        meta.org = org.map(str::to_owned);
         let mut st = self.lock();
         self.expire(&mut st, now, None, None);
         st.conversations.insert(
@@ -201,17 +227,11 @@ impl ConversationStore for InMemoryConversationStore {
     }
 
     async fn list(&self, owner: &str) -> Result<Vec<ConversationMeta>> {
-        let now = (self.clock)();
-        let mut st = self.lock();
-        self.sweep(&mut st, now);
-        let mut out: Vec<_> = st
-            .conversations
-            .values()
-            .filter(|c| c.meta.owner.as_deref() == Some(owner))
-            .map(|c| c.meta.clone())
-            .collect();
-        out.sort_by_key(|m| std::cmp::Reverse(m.last_activity_ms));
-        Ok(out)
+        Ok(self.list_where(|m| m.owner.as_deref() == Some(owner)))
+    }
+
+    async fn list_org(&self, org: &str) -> Result<Vec<ConversationMeta>> {
+        Ok(self.list_where(|m| m.org.as_deref() == Some(org)))
     }
 
     async fn stats(&self) -> Result<StoreStats> {

@@ -20,6 +20,10 @@ pub struct ConversationMeta {
     /// The principal owning it (seed 002: a user sees only its own threads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The organisation it belongs to (seed 002: every user of an organisation sees its
+    /// threads, no one else does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: u64,
     /// Last read or write, milliseconds since the Unix epoch.
@@ -45,6 +49,7 @@ impl Conversation {
                 id: id.into(),
                 title: None,
                 owner: None,
+                org: None,
                 created_at_ms: 0,
                 last_activity_ms: 0,
                 message_count: 0,
@@ -79,12 +84,22 @@ pub trait ConversationStore: Send + Sync + Debug + 'static {
     async fn conversation_for_channel(&self, channel: &str) -> Result<String>;
     /// Creates a conversation with a fresh id.
     async fn create(&self, title: Option<&str>, owner: Option<&str>) -> Result<ConversationMeta>;
+    /// Creates a conversation with a fresh id, owned by `owner` within organisation `org`.
+    /// `org: None` is [`create`](Self::create).
+    async fn create_in_org(
+        &self,
+        title: Option<&str>,
+        owner: Option<&str>,
+        org: Option<&str>,
+    ) -> Result<ConversationMeta>;
     /// Reads a conversation, `None` when absent or expired.
     async fn get(&self, id: &str) -> Result<Option<Conversation>>;
     /// Appends messages atomically, creating the conversation when absent.
     async fn append(&self, id: &str, messages: &[ChatMessage]) -> Result<()>;
     /// Conversations of an owner, newest activity first.
     async fn list(&self, owner: &str) -> Result<Vec<ConversationMeta>>;
+    /// Conversations of an organisation, newest activity first.
+    async fn list_org(&self, org: &str) -> Result<Vec<ConversationMeta>>;
     /// Figures about the store.
     async fn stats(&self) -> Result<StoreStats>;
     /// Removes every conversation; returns how many.
@@ -104,6 +119,14 @@ impl<T: ConversationStore + ?Sized> ConversationStore for Arc<T> {
     async fn create(&self, title: Option<&str>, owner: Option<&str>) -> Result<ConversationMeta> {
         (**self).create(title, owner).await
     }
+    async fn create_in_org(
+        &self,
+        title: Option<&str>,
+        owner: Option<&str>,
+        org: Option<&str>,
+    ) -> Result<ConversationMeta> {
+        (**self).create_in_org(title, owner, org).await
+    }
     async fn get(&self, id: &str) -> Result<Option<Conversation>> {
         (**self).get(id).await
     }
@@ -112,6 +135,9 @@ impl<T: ConversationStore + ?Sized> ConversationStore for Arc<T> {
     }
     async fn list(&self, owner: &str) -> Result<Vec<ConversationMeta>> {
         (**self).list(owner).await
+    }
+    async fn list_org(&self, org: &str) -> Result<Vec<ConversationMeta>> {
+        (**self).list_org(org).await
     }
     async fn stats(&self) -> Result<StoreStats> {
         (**self).stats().await

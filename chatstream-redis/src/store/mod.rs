@@ -52,16 +52,24 @@ impl RedisConversationStore {
         self.client.shared()
     }
 
-    /// Slides the expiry of an owner index and a channel mapping (other hash tags, so not
-    /// inside the conversation's script).
-    async fn refresh_links(&self, id: &str, owner: &str, channel: &str, now: u64) -> Result<()> {
-        if owner.is_empty() && channel.is_empty() {
+    /// Slides the expiry of the owner and organisation indexes and a channel mapping
+    /// (other hash tags, so not inside the conversation's script).
+    async fn refresh_links(&self, id: &str, links: Links<'_>, now: u64) -> Result<()> {
+        let Links {
+            owner,
+            org,
+            channel,
+        } = links;
+        if owner.is_empty() && channel.is_empty() && org.is_empty() {
             return Ok(());
         }
         let keys = self.keys();
         let mut pipe = redis::pipe();
-        if !owner.is_empty() {
-            let k = keys.owner(owner);
+        for k in [(owner, keys.owner(owner)), (org, keys.org(org))]
+            .into_iter()
+            .filter(|(name, _)| !name.is_empty())
+            .map(|(_, k)| k)
+        {
             pipe.zadd(&k, id, now).ignore();
             pipe.expire(&k, self.ttl_secs as i64).ignore();
         }
@@ -87,7 +95,7 @@ impl ConversationStore for RedisConversationStore {
             .invoke_async(&mut self.con())
             .await
             .map_err(from_redis)?;
-        let owner: Option<String> = scripts::TOUCH
+        let (owner, org): (String, String) = scripts::TOUCH
             .key(keys.conversation_meta(&id))
             .key(keys.conversation_messages(&id))
             .arg(&id)
@@ -97,18 +105,31 @@ impl ConversationStore for RedisConversationStore {
             .invoke_async(&mut self.con())
             .await
             .map_err(from_redis)?;
-        if let Some(owner) = owner {
-            self.refresh_links(&id, &owner, "", now_ms()).await?;
-        }
+        let links = Links {
+            owner: &owner,
+            org: &org,
+            channel: "",
+        };
+        self.refresh_links(&id, links, now_ms()).await?;
         Ok(id)
     }
 
     async fn create(&self, title: Option<&str>, owner: Option<&str>) -> Result<ConversationMeta> {
+        self.create_in_org(title, owner, None).await
+    }
+
+    async fn create_in_org(
+        &self,
+        title: Option<&str>,
+        owner: Option<&str>,
+        org: Option<&str>,
+    ) -> Result<ConversationMeta> {
         let now = now_ms();
         let meta = ConversationMeta {
             id: uuid::Uuid::new_v4().to_string(),
             title: title.map(str::to_owned),
             owner: owner.map(str::to_owned),
+            org: org.map(str::to_owned),
             created_at_ms: now,
             last_activity_ms: now,
             message_count: 0,
@@ -126,6 +147,9 @@ impl ConversationStore for RedisConversationStore {
         if let Some(o) = owner {
             fields.push(("owner", o.to_owned()));
         }
+        if let Some(o) = org {
+            fields.push(("org", o.to_owned()));
+        }
         redis::pipe()
             .atomic()
             .hset_multiple(&key, &fields)
@@ -135,8 +159,12 @@ impl ConversationStore for RedisConversationStore {
             .query_async::<()>(&mut self.con())
             .await
             .map_err(from_redis)?;
-        self.refresh_links(&meta.id, owner.unwrap_or(""), "", now)
-            .await?;
+        let links = Links {
+            owner: owner.unwrap_or(""),
+            org: org.unwrap_or(""),
+            channel: "",
+        };
+        self.refresh_links(&meta.id, links, now).await?;
         Ok(meta)
     }
 
@@ -162,8 +190,12 @@ impl ConversationStore for RedisConversationStore {
                     .map_err(|e| Error::decode("stored chat message", e))
             })
             .collect::<Result<Vec<_>>>()?;
-        self.refresh_links(id, meta.owner.as_deref().unwrap_or(""), "", now)
-            .await?;
+        let links = Links {
+            owner: meta.owner.as_deref().unwrap_or(""),
+            org: meta.org.as_deref().unwrap_or(""),
+            channel: "",
+        };
+        self.refresh_links(id, links, now).await?;
         Ok(Some(Conversation { meta, messages }))
     }
 
@@ -180,16 +212,53 @@ impl ConversationStore for RedisConversationStore {
             let json = serde_json::to_string(m).map_err(|e| Error::invalid("chat message", e))?;
             inv.arg(json);
         }
-        let (owner, channel): (String, String) = inv
+        let (owner, channel, org): (String, String, String) = inv
             .invoke_async(&mut self.con())
             .await
             .map_err(from_redis)?;
-        self.refresh_links(id, &owner, &channel, now).await
+        let links = Links {
+            owner: &owner,
+            org: &org,
+            channel: &channel,
+        };
+        self.refresh_links(id, links, now).await
     }
 
     async fn list(&self, owner: &str) -> Result<Vec<ConversationMeta>> {
+        self.list_index(self.keys().owner(owner)).await
+    }
+
+    async fn list_org(&self, org: &str) -> Result<Vec<ConversationMeta>> {
+        self.list_index(self.keys().org(org)).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        scan::stats(&self.client, now_ms()).await
+    }
+
+    async fn clear_all(&self) -> Result<u64> {
+        scan::clear_all(&self.client).await
+    }
+
+    async fn clear_older_than(&self, age: Duration) -> Result<u64> {
+        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        scan::clear_older_than(&self.client, now_ms().saturating_sub(age_ms)).await
+    }
+}
+
+/// The indexes and mapping a conversation is linked from ('' for none).
+#[derive(Debug, Clone, Copy)]
+struct Links<'a> {
+    owner: &'a str,
+    org: &'a str,
+    channel: &'a str,
+}
+
+impl RedisConversationStore {
+    /// The conversations of an owner or organisation index, newest activity first; ids
+    /// whose conversation expired are removed from the index.
+    async fn list_index(&self, index: String) -> Result<Vec<ConversationMeta>> {
         let keys = self.keys();
-        let index = keys.owner(owner);
         let mut con = self.con();
         let ids: Vec<String> = redis::cmd("ZREVRANGE")
             .arg(&index)
@@ -227,19 +296,6 @@ impl ConversationStore for RedisConversationStore {
         out.sort_by_key(|m| std::cmp::Reverse(m.last_activity_ms));
         Ok(out)
     }
-
-    async fn stats(&self) -> Result<StoreStats> {
-        scan::stats(&self.client, now_ms()).await
-    }
-
-    async fn clear_all(&self) -> Result<u64> {
-        scan::clear_all(&self.client).await
-    }
-
-    async fn clear_older_than(&self, age: Duration) -> Result<u64> {
-        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-        scan::clear_older_than(&self.client, now_ms().saturating_sub(age_ms)).await
-    }
 }
 
 /// Metadata from a hash's fields; missing or malformed numbers read as 0.
@@ -255,6 +311,7 @@ pub(crate) fn meta_from_fields(id: &str, fields: &[(String, String)]) -> Convers
         id: get("id").unwrap_or(id).to_owned(),
         title: get("title").map(str::to_owned),
         owner: get("owner").map(str::to_owned),
+        org: get("org").map(str::to_owned),
         created_at_ms: num("created"),
         last_activity_ms: num("last_activity"),
         message_count: num("message_count"),

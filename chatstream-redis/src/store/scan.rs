@@ -132,13 +132,19 @@ pub(super) async fn clear_older_than(client: &RedisClient, cutoff_ms: u64) -> Re
         for k in &keys {
             pipe.cmd("HMGET")
                 .arg(k)
-                .arg(&["id", "last_activity", "channel", "owner"]);
+                .arg(&["id", "last_activity", "channel", "owner", "org"]);
         }
-        type Fields = (Option<String>, Option<u64>, Option<String>, Option<String>);
+        type Fields = (
+            Option<String>,
+            Option<u64>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
         let rows: Vec<Fields> = pipe.query_async(con).await.map_err(from_redis)?;
         let mut pipe = redis::pipe();
         let mut n = 0;
-        for (key, (id, last, channel, owner)) in keys.iter().zip(rows) {
+        for (key, (id, last, channel, owner, org)) in keys.iter().zip(rows) {
             let (Some(id), Some(last)) = (id, last) else {
                 continue; // expired between SCAN and HMGET, or not ours
             };
@@ -153,6 +159,9 @@ pub(super) async fn clear_older_than(client: &RedisClient, cutoff_ms: u64) -> Re
             }
             if let Some(o) = owner {
                 pipe.zrem(keys_of.owner(&o), &id).ignore();
+            }
+            if let Some(o) = org {
+                pipe.zrem(keys_of.org(&o), &id).ignore();
             }
         }
         if n > 0 {

@@ -22,7 +22,7 @@ return {ARGV[1], 1}
 
 /// Touches (or creates) a conversation: last activity, expiry; records the channel.
 /// KEYS: meta, messages. ARGV: id, now (ms), ttl (s), channel ('' for none).
-/// Returns the owner or nil.
+/// Returns `{owner or '', org or ''}`.
 pub(super) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -33,14 +33,15 @@ redis.call('HSET', KEYS[1], 'last_activity', ARGV[2])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'channel', ARGV[4]) end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-return redis.call('HGET', KEYS[1], 'owner')
+local f = redis.call('HMGET', KEYS[1], 'owner', 'org')
+return {f[1] or '', f[2] or ''}
 ",
     )
 });
 
 /// Appends messages atomically: RPUSH, HINCRBY message_count, HSET last_activity, EXPIRE.
 /// KEYS: meta, messages. ARGV: id, now (ms), ttl (s), message JSON…
-/// Returns `{owner or '', channel or ''}`.
+/// Returns `{owner or '', channel or '', org or ''}`.
 pub(super) static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -55,8 +56,8 @@ end
 redis.call('HSET', KEYS[1], 'last_activity', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-local f = redis.call('HMGET', KEYS[1], 'owner', 'channel')
-return {f[1] or '', f[2] or ''}
+local f = redis.call('HMGET', KEYS[1], 'owner', 'channel', 'org')
+return {f[1] or '', f[2] or '', f[3] or ''}
 ",
     )
 });
