@@ -64,7 +64,9 @@ pub use backend::ScriptedBackend;
 pub use error::{BoxError, Error, Result};
 pub use gateway::{ClientStream, Gateway, GatewayConfig, GatewayMetrics, StopOutcome};
 pub use history::{FallbackTokenSource, LoggedTokenSink};
-pub use memory::{InMemoryBroker, InMemoryConversationStore, InMemoryStreamRegistry};
+pub use memory::{
+    InMemoryBroker, InMemoryConversationStore, InMemoryResponseStore, InMemoryStreamRegistry,
+};
 pub use model::{
     meta, ChatMessage, ChatRequest, FinishReason, Role, Status, StreamEvent, StreamKey,
     TokenEnvelope, Usage,

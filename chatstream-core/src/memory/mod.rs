@@ -6,9 +6,11 @@
 mod broker;
 mod queue;
 mod registry;
+mod responses;
 mod store;
 mod streams;
 
 pub use broker::{BrokerStats, DeadLetter, InMemoryBroker, InMemoryConfig, InMemorySource};
 pub use registry::{InMemoryStreamRegistry, DEFAULT_REGISTRY_CAPACITY, DEFAULT_REGISTRY_TTL};
+pub use responses::{InMemoryResponseStore, DEFAULT_RESPONSE_TTL};
 pub use store::{Clock, InMemoryConversationStore};

@@ -1,8 +1,10 @@
 //! The pluggable traits. All are object safe so a deployment can pick adapters at run time.
 
 mod broker;
+mod health;
 mod llm;
 mod registry;
+mod responses;
 mod store;
 mod transport;
 
@@ -11,8 +13,13 @@ pub use broker::{
     DynRequestSink, DynSessionFeed, DynTokenSink, DynTokenSource, EnvelopeStream, MessageSource,
     NoRequestSink, RequestSink, SessionFeed, StreamStatus, TokenSink, TokenSource,
 };
+pub use health::{DynHealthCheck, HealthCheck};
 pub use llm::{DynLlmBackend, LlmBackend, LlmEvent, LlmLayer, LlmStream, ToolCall};
 pub use registry::{DynStreamRegistry, StreamRecord, StreamRegistry};
+pub use responses::{
+    DynResponseStore, ResponseHeader, ResponseOutcome, ResponseRecord, ResponseStatus,
+    ResponseStore,
+};
 pub use store::{
     Conversation, ConversationMeta, ConversationStore, DynConversationStore, StoreStats,
 };
@@ -37,6 +44,7 @@ mod tests {
         _: Box<dyn Acker>,
         _: Box<dyn FrameEncoder>,
         _: Box<dyn StreamRegistry>,
+        _: Box<dyn HealthCheck>,
     ) {
     }
 

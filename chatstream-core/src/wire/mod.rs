@@ -14,6 +14,7 @@
 //! | [`seed004`] | `{"channel","message_id","message"}` requests, WebSocket status/response/error messages | 004 | RabbitMQ request queue, `/ws` |
 //! | [`openai`] | `chat.completion.chunk` SSE and `chat.completion` | — | OpenAI-compatible endpoint, backend decoding |
 //! | [`aisdk`] | Vercel AI SDK UI message stream v1 | — | `useChat` front ends |
+//! | [`responses`] | OpenAI Responses API: the `response` object and its semantic events | — | `/v1/responses` |
 //! | [`decode_request`] | any of the request forms above, told apart by field names | 000, 003, 004 | request queues several kinds of client publish to |
 //! | [`sse`] | SSE text: render a [`Frame`](crate::Frame), parse a body | — | tests, adapters without an SSE library |
 //!
@@ -32,6 +33,7 @@
 //! | seed 004 | status message with `"status": "reset"`, stream goes on | error message |
 //! | openai | error object then `[DONE]`: OpenAI clients cannot drop text | error object then `[DONE]` |
 //! | aisdk | `error` then `[DONE]` | `error` then `[DONE]` |
+//! | responses | `error` (code `reset`), nothing more | `error` with the fault's code, nothing more |
 //!
 //! After its terminal frame (`__END__`, `[DONE]`, `done`, …) an encoder emits nothing more.
 
@@ -39,6 +41,7 @@ pub mod aisdk;
 mod detect;
 pub mod json;
 pub mod openai;
+pub mod responses;
 pub mod seed000;
 pub mod seed001;
 pub mod seed002;

@@ -1,0 +1,635 @@
+//! The OpenAI Responses API: the `response` object and its streamed semantic events.
+//!
+//! A streamed response is a sequence of SSE events, each `event: <type>` plus a JSON `data`
+//! with the same `type` and a `sequence_number`:
+//!
+//! | when | events |
+//! |---|---|
+//! | the client connects ([`FrameEncoder::open`]) | `response.created` (status `queued` in background mode, else `in_progress`), `response.in_progress` |
+//! | first token | `response.output_item.added` (a `message` item), `response.content_part.added` (an `output_text` part), then the delta |
+//! | token | `response.output_text.delta` |
+//! | status | nothing |
+//! | error | `error` (`code: "server_error"`); the end then sends `response.failed` |
+//! | end | `response.output_text.done`, `response.content_part.done`, `response.output_item.done`, then `response.completed` (`stop`, `tool_calls`), `response.incomplete` (`length`: `incomplete_details.reason = "max_output_tokens"`; `content_filter`), or, for a cancelled response, `response.incomplete` whose response has `status: "cancelled"` (the API has no cancelled event); an answer without text still gets its (empty) message item unless it was cancelled or failed |
+//! | reset (redelivery) | `error` with code `reset`, and nothing more: the SDKs append deltas and cannot drop text |
+//! | fault | `error` with the fault's code, and nothing more |
+//!
+//! # Sequence numbers
+//!
+//! `sequence_number` is a function of the envelope: the `i`-th event (from 0) produced by
+//! the envelope numbered `seq` is [`sequence_number`]`(seq, i)` `= 10 × (seq + 1) + i`, and
+//! the two opening events are 0 and 1. An envelope produces at most six events, so the
+//! numbers grow strictly and never collide, across redeliveries too (a later attempt's
+//! `seq` starts at `(attempt − 1) << 32`). They are not contiguous, which OpenAI's reference
+//! does not ask for ("the sequence number of this event").
+//!
+//! Resume (`starting_after = N`): the events that close a response (`output_text.done`,
+//! `response.completed`, …) repeat the whole text, so a resumed stream is encoded from the
+//! stream's first envelope again and [`ResponsesOptions::starting_after`] drops every event
+//! numbered `≤ N`: the client gets exactly the events it has not seen, numbered as before.
+//! The frames of a reset or fault carry the number after the last one sent and no SSE id.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::json::to_compact_json;
+use crate::{ClientEvent, ClientTransport, FinishReason, Frame, FrameEncoder, StreamEvent};
+use crate::{ResponseHeader, ResponseOutcome, ResponseStatus, StreamKey, TokenEnvelope, Usage};
+
+/// Events an envelope's sequence number spans (see the [module docs](self)).
+pub const EVENTS_PER_ENVELOPE: u64 = 10;
+
+/// The `sequence_number` of the `index`-th event produced by envelope `seq`.
+pub fn sequence_number(seq: u64, index: u64) -> u64 {
+    seq.saturating_add(1)
+        .saturating_mul(EVENTS_PER_ENVELOPE)
+        .saturating_add(index)
+}
+
+/// The output item id of a response's message: `msg_` and the response id's suffix.
+pub fn message_item_id(response_id: &str) -> String {
+    let suffix = response_id.strip_prefix("resp_").unwrap_or(response_id);
+    format!("msg_{suffix}")
+}
+
+/// What a rendering of the response object shows beyond its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseView<'a> {
+    /// The state.
+    pub status: ResponseStatus,
+    /// The answer text so far.
+    pub text: &'a str,
+    /// Show the message output item.
+    pub with_item: bool,
+    /// Token counts.
+    pub usage: Option<Usage>,
+    /// Why it ended, for `incomplete_details` and `error`.
+    pub finish_reason: Option<&'a FinishReason>,
+    /// The failure, for `error`.
+    pub error: Option<&'a str>,
+    /// Add the SDKs' convenience field `output_text` (non-streamed bodies only).
+    pub output_text: bool,
+}
+
+impl<'a> ResponseView<'a> {
+    /// A response with no output yet.
+    pub fn pending(status: ResponseStatus) -> Self {
+        Self {
+            status,
+            text: "",
+            with_item: false,
+            usage: None,
+            finish_reason: None,
+            error: None,
+            output_text: false,
+        }
+    }
+
+    /// A finished response.
+    pub fn finished(outcome: &'a ResponseOutcome) -> Self {
+        Self {
+            status: outcome.status,
+            text: &outcome.text,
+            with_item: has_message_item(outcome.status, &outcome.text),
+            usage: outcome.usage,
+            finish_reason: Some(&outcome.finish_reason),
+            error: outcome.error.as_deref(),
+            output_text: false,
+        }
+    }
+}
+
+/// True when a final response shows a message item: it has text, or it completed (or was
+/// cut by its limit) with none.
+pub fn has_message_item(status: ResponseStatus, text: &str) -> bool {
+    !text.is_empty()
+        || matches!(
+            status,
+            ResponseStatus::Completed | ResponseStatus::Incomplete
+        )
+}
+
+#[derive(Serialize)]
+struct ResponseOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created_at: u64,
+    status: &'static str,
+    background: bool,
+    error: Option<ErrorOut<'a>>,
+    incomplete_details: Option<Incomplete>,
+    instructions: Option<&'a str>,
+    max_output_tokens: Option<u32>,
+    metadata: &'a std::collections::BTreeMap<String, String>,
+    model: &'a str,
+    output: Vec<ItemOut<'a>>,
+    parallel_tool_calls: bool,
+    previous_response_id: Option<&'a str>,
+    store: bool,
+    temperature: Option<f64>,
+    text: TextConfig,
+    tool_choice: &'static str,
+    tools: &'a [serde_json::Value],
+    top_p: Option<f64>,
+    truncation: &'static str,
+    usage: Option<UsageOut>,
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_text: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ErrorOut<'a> {
+    code: &'static str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct Incomplete {
+    reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct TextConfig {
+    format: Format,
+}
+
+#[derive(Serialize)]
+struct Format {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct ItemOut<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    status: &'static str,
+    role: &'static str,
+    content: Vec<PartOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct PartOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+    annotations: [(); 0],
+}
+
+fn part(text: &str) -> PartOut<'_> {
+    PartOut {
+        kind: "output_text",
+        text,
+        annotations: [],
+    }
+}
+
+#[derive(Serialize)]
+struct UsageOut {
+    input_tokens: u32,
+    input_tokens_details: Cached,
+    output_tokens: u32,
+    output_tokens_details: Reasoning,
+    total_tokens: u32,
+}
+
+#[derive(Serialize)]
+struct Cached {
+    cached_tokens: u32,
+}
+
+#[derive(Serialize)]
+struct Reasoning {
+    reasoning_tokens: u32,
+}
+
+fn usage_out(u: Usage) -> UsageOut {
+    UsageOut {
+        input_tokens: u.prompt_tokens,
+        input_tokens_details: Cached { cached_tokens: 0 },
+        output_tokens: u.completion_tokens,
+        output_tokens_details: Reasoning {
+            reasoning_tokens: 0,
+        },
+        total_tokens: u.total_tokens,
+    }
+}
+
+fn item_status(status: ResponseStatus) -> &'static str {
+    match status {
+        ResponseStatus::Completed => "completed",
+        ResponseStatus::Queued | ResponseStatus::InProgress => "in_progress",
+        _ => "incomplete",
+    }
+}
+
+fn item<'a>(header: &ResponseHeader, status: &'static str, text: Option<&'a str>) -> ItemOut<'a> {
+    ItemOut {
+        id: message_item_id(&header.id),
+        kind: "message",
+        status,
+        role: "assistant",
+        content: text.map(part).into_iter().collect(),
+    }
+}
+
+fn response_out<'a>(header: &'a ResponseHeader, view: &ResponseView<'a>) -> ResponseOut<'a> {
+    let incomplete = match (view.status, view.finish_reason) {
+        (ResponseStatus::Incomplete, Some(FinishReason::ContentFilter)) => Some("content_filter"),
+        (ResponseStatus::Incomplete, _) => Some("max_output_tokens"),
+        _ => None,
+    };
+    let error = (view.status == ResponseStatus::Failed).then(|| ErrorOut {
+        code: "server_error",
+        message: view.error.unwrap_or("the answer failed"),
+    });
+    let output = if view.with_item {
+        vec![item(header, item_status(view.status), Some(view.text))]
+    } else {
+        Vec::new()
+    };
+    ResponseOut {
+        id: &header.id,
+        object: "response",
+        created_at: header.created_at,
+        status: view.status.as_str(),
+        background: header.background,
+        error,
+        incomplete_details: incomplete.map(|reason| Incomplete { reason }),
+        instructions: header.instructions.as_deref(),
+        max_output_tokens: header.max_output_tokens,
+        metadata: &header.metadata,
+        model: &header.model,
+        output,
+        parallel_tool_calls: true,
+        previous_response_id: header.previous_response_id.as_deref(),
+        store: header.store,
+        temperature: header.temperature,
+        text: TextConfig {
+            format: Format { kind: "text" },
+        },
+        tool_choice: "auto",
+        tools: &header.tools,
+        top_p: header.top_p,
+        truncation: "disabled",
+        usage: view.usage.map(usage_out),
+        user: header.user.as_deref(),
+        output_text: view.output_text.then_some(view.text),
+    }
+}
+
+/// The `response` object as JSON.
+pub fn response_json(header: &ResponseHeader, view: &ResponseView<'_>) -> String {
+    to_compact_json(&response_out(header, view))
+}
+
+/// Options of the [`ResponsesEvents`] transport.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResponsesOptions {
+    /// What every response object in the events repeats.
+    pub header: Arc<ResponseHeader>,
+    /// Drop the events numbered `≤ N` (a resume with `starting_after=N`); the stream must
+    /// then be read from its first envelope.
+    pub starting_after: Option<u64>,
+}
+
+/// The Responses API's streamed semantic events (see the [module docs](self)).
+#[derive(Debug, Clone, Default)]
+pub struct ResponsesEvents {
+    options: ResponsesOptions,
+}
+
+impl ResponsesEvents {
+    /// A transport with these options.
+    pub fn new(options: ResponsesOptions) -> Self {
+        Self { options }
+    }
+}
+
+impl ClientTransport for ResponsesEvents {
+    fn name(&self) -> &'static str {
+        "responses"
+    }
+
+    fn encoder(&self, _key: &StreamKey) -> Box<dyn FrameEncoder> {
+        Box::new(ResponsesEncoder {
+            header: self.options.header.clone(),
+            skip_through: self.options.starting_after,
+            text: String::new(),
+            item_open: false,
+            failure: None,
+            next: 0,
+            finished: false,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct ResponsesEncoder {
+    header: Arc<ResponseHeader>,
+    skip_through: Option<u64>,
+    text: String,
+    item_open: bool,
+    failure: Option<String>,
+    /// The number after the last event produced.
+    next: u64,
+    finished: bool,
+}
+
+#[derive(Serialize)]
+struct ResponseEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    response: ResponseOut<'a>,
+    sequence_number: u64,
+}
+
+#[derive(Serialize)]
+struct ItemEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    output_index: u32,
+    item: ItemOut<'a>,
+    sequence_number: u64,
+}
+
+#[derive(Serialize)]
+struct PartEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    item_id: &'a str,
+    output_index: u32,
+    content_index: u32,
+    part: PartOut<'a>,
+    sequence_number: u64,
+}
+
+#[derive(Serialize)]
+struct TextEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    item_id: &'a str,
+    output_index: u32,
+    content_index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    sequence_number: u64,
+}
+
+#[derive(Serialize)]
+struct ErrorEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    code: &'a str,
+    message: &'a str,
+    param: Option<&'a str>,
+    sequence_number: u64,
+}
+
+impl ResponsesEncoder {
+    /// Pushes one event numbered `n` unless a resume skips it.
+    fn push(&mut self, out: &mut Vec<Frame>, n: u64, kind: &'static str, data: String) {
+        self.next = n + 1;
+        if self.skip_through.is_some_and(|after| n <= after) {
+            return;
+        }
+        out.push(Frame {
+            id: Some(n),
+            event: Some(kind.into()),
+            data,
+        });
+    }
+
+    fn response_event(&self, kind: &'static str, view: &ResponseView<'_>, n: u64) -> String {
+        to_compact_json(&ResponseEvent {
+            kind,
+            response: response_out(&self.header, view),
+            sequence_number: n,
+        })
+    }
+
+    fn item_event(&self, kind: &'static str, status: &'static str, n: u64) -> String {
+        let text = (kind == "response.output_item.done").then_some(self.text.as_str());
+        to_compact_json(&ItemEvent {
+            kind,
+            output_index: 0,
+            item: item(&self.header, status, text),
+            sequence_number: n,
+        })
+    }
+
+    fn part_event(&self, kind: &'static str, text: &str, n: u64) -> String {
+        to_compact_json(&PartEvent {
+            kind,
+            item_id: &message_item_id(&self.header.id),
+            output_index: 0,
+            content_index: 0,
+            part: part(text),
+            sequence_number: n,
+        })
+    }
+
+    fn text_event(&self, kind: &'static str, delta: Option<&str>, n: u64) -> String {
+        let text = delta.is_none().then_some(self.text.as_str());
+        to_compact_json(&TextEvent {
+            kind,
+            item_id: &message_item_id(&self.header.id),
+            output_index: 0,
+            content_index: 0,
+            delta,
+            text,
+            sequence_number: n,
+        })
+    }
+
+    fn error_event(code: &str, message: &str, n: u64) -> String {
+        to_compact_json(&ErrorEvent {
+            kind: "error",
+            code,
+            message,
+            param: None,
+            sequence_number: n,
+        })
+    }
+
+    /// Pushes the `i`-th event of envelope `seq`, built by `build` with its number.
+    fn emit(
+        &mut self,
+        out: &mut Vec<Frame>,
+        seq: u64,
+        i: &mut u64,
+        kind: &'static str,
+        build: impl FnOnce(&Self, u64) -> String,
+    ) {
+        let n = sequence_number(seq, *i);
+        *i += 1;
+        let data = build(self, n);
+        self.push(out, n, kind, data);
+    }
+
+    fn open_item(&mut self, seq: u64, i: &mut u64, out: &mut Vec<Frame>) {
+        if self.item_open {
+            return;
+        }
+        self.item_open = true;
+        let kind = "response.output_item.added";
+        self.emit(out, seq, i, kind, |s, n| {
+            s.item_event(kind, "in_progress", n)
+        });
+        let kind = "response.content_part.added";
+        self.emit(out, seq, i, kind, |s, n| s.part_event(kind, "", n));
+    }
+
+    fn envelope(&mut self, env: &TokenEnvelope, out: &mut Vec<Frame>) {
+        let seq = env.seq;
+        let mut i = 0;
+        match &env.event {
+            StreamEvent::Status { .. } => {}
+            StreamEvent::Token { text } => {
+                self.open_item(seq, &mut i, out);
+                let kind = "response.output_text.delta";
+                self.emit(out, seq, &mut i, kind, |s, n| {
+                    s.text_event(kind, Some(text), n)
+                });
+                self.text.push_str(text);
+            }
+            StreamEvent::Error { message } => {
+                self.emit(out, seq, &mut i, "error", |_, n| {
+                    Self::error_event("server_error", message, n)
+                });
+                self.failure = Some(message.clone());
+            }
+            StreamEvent::End {
+                finish_reason,
+                usage,
+            } => {
+                self.finished = true;
+                let failed = self.failure.is_some();
+                let status = ResponseStatus::of_finish(finish_reason, failed);
+                let with_item = has_message_item(status, &self.text);
+                if with_item {
+                    self.open_item(seq, &mut i, out);
+                    let kind = "response.output_text.done";
+                    self.emit(out, seq, &mut i, kind, |s, n| s.text_event(kind, None, n));
+                    let kind = "response.content_part.done";
+                    self.emit(out, seq, &mut i, kind, |s, n| {
+                        s.part_event(kind, &s.text, n)
+                    });
+                    let kind = "response.output_item.done";
+                    self.emit(out, seq, &mut i, kind, |s, n| {
+                        s.item_event(kind, item_status(status), n)
+                    });
+                }
+                let kind = match status {
+                    ResponseStatus::Completed => "response.completed",
+                    ResponseStatus::Failed => "response.failed",
+                    _ => "response.incomplete",
+                };
+                self.emit(out, seq, &mut i, kind, |s, n| {
+                    let view = ResponseView {
+                        status,
+                        text: &s.text,
+                        with_item,
+                        usage: *usage,
+                        finish_reason: Some(finish_reason),
+                        error: s.failure.as_deref(),
+                        output_text: false,
+                    };
+                    s.response_event(kind, &view, n)
+                });
+            }
+        }
+    }
+
+    fn fault(&mut self, code: &str, message: &str, out: &mut Vec<Frame>) {
+        self.finished = true;
+        let n = self.next;
+        if self.skip_through.is_some_and(|after| n <= after) {
+            return;
+        }
+        out.push(Frame {
+            id: None,
+            event: Some("error".into()),
+            data: Self::error_event(code, message, n),
+        });
+    }
+}
+
+impl FrameEncoder for ResponsesEncoder {
+    fn open(&mut self, out: &mut Vec<Frame>) {
+        let created = if self.header.background {
+            ResponseStatus::Queued
+        } else {
+            ResponseStatus::InProgress
+        };
+        let ev = self.response_event("response.created", &ResponseView::pending(created), 0);
+        self.push(out, 0, "response.created", ev);
+        let view = ResponseView::pending(ResponseStatus::InProgress);
+        let ev = self.response_event("response.in_progress", &view, 1);
+        self.push(out, 1, "response.in_progress", ev);
+    }
+
+    fn encode(&mut self, event: &ClientEvent, out: &mut Vec<Frame>) {
+        if self.finished {
+            return;
+        }
+        match event {
+            ClientEvent::Envelope(env) => self.envelope(env, out),
+            ClientEvent::Reset { .. } => self.fault(
+                "reset",
+                "the answer was interrupted and restarted; read it again",
+                out,
+            ),
+            ClientEvent::Fault(fault) => self.fault(fault.code(), &fault.message(), out),
+        }
+    }
+}
+
+/// Reads a response's stream into its [`ResponseOutcome`]: feed it every event; it says
+/// the outcome at the `End`. A reset (redelivery) starts the text over.
+#[derive(Debug, Default)]
+pub struct OutcomeCollector {
+    text: String,
+    failure: Option<String>,
+}
+
+impl OutcomeCollector {
+    /// Takes one event; the outcome once the stream ended.
+    pub fn push(&mut self, event: &ClientEvent) -> Option<ResponseOutcome> {
+        match event {
+            ClientEvent::Envelope(env) => match &env.event {
+                StreamEvent::Token { text } => self.text.push_str(text),
+                StreamEvent::Error { message } => self.failure = Some(message.clone()),
+                StreamEvent::End {
+                    finish_reason,
+                    usage,
+                } => {
+                    let failed = self.failure.is_some();
+                    return Some(ResponseOutcome {
+                        status: ResponseStatus::of_finish(finish_reason, failed),
+                        text: std::mem::take(&mut self.text),
+                        usage: *usage,
+                        finish_reason: finish_reason.clone(),
+                        error: self.failure.take(),
+                    });
+                }
+                StreamEvent::Status { .. } => {}
+            },
+            ClientEvent::Reset { .. } => {
+                self.text.clear();
+                self.failure = None;
+            }
+            ClientEvent::Fault(_) => {}
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+#[path = "responses_tests.rs"]
+mod tests;
