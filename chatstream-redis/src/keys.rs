@@ -9,6 +9,7 @@
 //! | `P{owner:NAME}` | sorted set | conversation ids of an owner, scored by last activity (ms) |
 //! | `P{tok:SESSION:MESSAGE}` | stream | one entry per envelope, id `SEQ-1`, field `env` = canonical JSON |
 //! | `P{tok:SESSION:MESSAGE}:mark` | hash | `started`; `ended` and `end` (entry id and JSON of the `End`); `trimmed` (highest entry id trimmed away); outlives the stream |
+//! | `P{resp:ID}`, `P{resp:ID}:outcome` | strings | a stored response of the Responses API and its outcome ([`RedisResponseStore`](crate::RedisResponseStore)) |
 //! | `P{queue:NAME}` | stream | requests (`body`, and `deliveries` on redelivered copies), consumer group |
 //! | `P{queue:NAME}:dead` | stream | dead letters: `body`, `reason`, `deliveries`, `id` |
 //! | `Preader:ID:wake` | stream | one entry at most: added to wake a token source's reader `ID` (random) from its `XREAD BLOCK`; expires a minute after its last use |

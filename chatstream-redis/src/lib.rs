@@ -12,6 +12,7 @@
 //! | [`RedisRequestSource`] | [`MessageSource`](chatstream_core::MessageSource) | consumer group, `XREADGROUP BLOCK`, `XACK`, `XAUTOCLAIM` of crashed consumers' entries, dead-letter stream |
 //! | [`RedisCancelChannel`] | [`CancelChannel`](chatstream_core::CancelChannel) | pub/sub |
 //! | [`RedisSessionFeed`] | [`SessionFeed`](chatstream_core::SessionFeed) | pub/sub: news of started streams, for gateways whose WebSocket clients follow whole sessions |
+//! | [`RedisResponseStore`] | [`ResponseStore`](chatstream_core::ResponseStore) | the OpenAI Responses API's stored responses: strings with `EX`, a script that sets the outcome once |
 //! | [`RedisClient`] | — | the shared auto-reconnecting connection (plus dedicated ones for blocking reads) |
 //!
 //! The key layout is in [`keys`]; how `seq` maps to entry ids and when history is lost in
@@ -64,6 +65,7 @@ mod error;
 pub mod keys;
 pub mod queue;
 mod registry;
+mod responses;
 mod store;
 
 #[cfg(feature = "testkit")]
@@ -76,4 +78,5 @@ pub use error::Error;
 pub use keys::Keys;
 pub use queue::{DeadLetter, QueueConfig, RedisRequestSink, RedisRequestSource};
 pub use registry::{RedisStreamRegistry, DEFAULT_REGISTRY_TTL};
+pub use responses::{RedisResponseStore, DEFAULT_RESPONSE_TTL};
 pub use store::RedisConversationStore;
