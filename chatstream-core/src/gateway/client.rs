@@ -91,6 +91,16 @@ impl ClientStream {
     pub fn key(&self) -> &StreamKey {
         &self.key
     }
+
+    /// The same stream, showing each event to `observe` before it is yielded (a route that
+    /// relays a stream and also keeps what it said, as the Responses API's stored
+    /// responses do). Dropping it is still a client disconnect.
+    pub fn observed(self, mut observe: impl FnMut(&ClientEvent) + Send + 'static) -> Self {
+        Self {
+            key: self.key,
+            inner: self.inner.inspect(move |e| observe(e)).boxed(),
+        }
+    }
 }
 
 impl Stream for ClientStream {
