@@ -8,6 +8,7 @@
 //! | [`PgConversationStore`] | the store; [`connect`](PgConversationStore::connect) applies the migrations |
 //! | [`PgStoreConfig`] | URL (`DATABASE_URL`), schema, expiry, pool size, timeouts |
 //! | [`migrate`] | the embedded, versioned migrations |
+//! | `testkit` (feature `testkit`) | stores in throw-away schemas, the store conformance harness |
 //!
 //! ## Why tokio-postgres with deadpool, not sqlx
 //!
@@ -49,6 +50,8 @@ mod error;
 pub mod migrate;
 mod sql;
 mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use config::{PgStoreConfig, DATABASE_URL_ENV, DEFAULT_TTL};
 pub use store::PgConversationStore;

@@ -184,3 +184,35 @@ impl Harness for RedisHarness {
         }
     }
 }
+
+/// The conversation-store conformance harness
+/// ([`store_checks`](chatstream_core::testkit::store_checks)) on a real Redis: each store
+/// under a prefix of its own, every key deleted when the harness is dropped.
+#[derive(Debug)]
+pub struct RedisStoreHarness {
+    guards: std::sync::Mutex<Vec<PrefixGuard>>,
+}
+
+impl RedisStoreHarness {
+    /// A harness when Redis answers; `None` (skipped) otherwise.
+    pub async fn connect_or_skip() -> Option<Self> {
+        let probe = connect_or_skip("store").await?;
+        Some(Self {
+            guards: std::sync::Mutex::new(vec![PrefixGuard::new(&probe)]),
+        })
+    }
+}
+
+#[async_trait]
+impl chatstream_core::testkit::store_checks::StoreHarness for RedisStoreHarness {
+    async fn store(&self, ttl: Duration) -> Arc<chatstream_core::DynConversationStore> {
+        let Some(client) = connect_or_skip("store").await else {
+            panic!("Redis answered the probe but not the store");
+        };
+        self.guards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(PrefixGuard::new(&client));
+        Arc::new(crate::RedisConversationStore::new(client, ttl))
+    }
+}

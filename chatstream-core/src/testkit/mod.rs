@@ -11,6 +11,7 @@ pub mod backends;
 mod checks;
 pub mod fake_openai;
 mod harness;
+pub mod store_checks;
 
 pub use checks::*;
 pub use harness::{services_required, skip_or_fail, Capabilities, Harness, InMemoryHarness};
@@ -43,6 +44,42 @@ macro_rules! conformance_tests {
             async fn $check() {
                 if let Some(harness) = $make.await {
                     $crate::testkit::$check(&harness).await;
+                }
+            }
+        )*
+    };
+}
+
+/// Expands to one `#[tokio::test]` per conversation-store check
+/// ([`store_checks`]).
+///
+/// `$make` is an async expression yielding `Option<H>` where
+/// `H:`[`StoreHarness`](store_checks::StoreHarness); `None` skips (see [`skip_or_fail`]).
+///
+/// ```ignore
+/// chatstream_core::store_conformance_tests!(async {
+///     Some(chatstream_core::testkit::store_checks::InMemoryStoreHarness)
+/// });
+/// ```
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@each $make;
+            store_keeps_order_and_metadata,
+            store_expiry_slides,
+            store_scopes_users_and_orgs,
+            store_concurrent_appends,
+            store_stats,
+            store_cleanup,
+            store_bad_ids_and_hostile_text,
+        );
+    };
+    (@each $make:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                if let Some(harness) = $make.await {
+                    $crate::testkit::store_checks::$check(&harness).await;
                 }
             }
         )*
