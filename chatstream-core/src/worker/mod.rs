@@ -55,6 +55,10 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Longest a single generation may take; past it the stream ends with an error.
     pub generation_timeout: Duration,
+    /// How long saving an answer to the conversation store is retried while the store is
+    /// unreachable (a database restarting). Failing that, the stream gets an `Error`
+    /// saying the message was not saved, then its `End`.
+    pub save_retry: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -69,6 +73,7 @@ impl Default for WorkerConfig {
             status_events: true,
             shutdown_grace: Duration::from_secs(30),
             generation_timeout: Duration::from_secs(600),
+            save_retry: Duration::from_secs(10),
         }
     }
 }

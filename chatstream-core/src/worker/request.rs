@@ -199,8 +199,10 @@ async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Ac
             if !answer.is_empty() {
                 msgs.push(ChatMessage::assistant(std::mem::take(&mut answer)));
             }
-            if let Err(e) = ctx.store.append(id, &msgs).await {
+            if let Err(e) = save(ctx, id, &msgs).await {
                 tracing::warn!(error = %e, "could not save the conversation");
+                let message = format!("the message was not saved: {e}");
+                let _ = out.emit(StreamEvent::Error { message }).await;
             }
         }
     }
@@ -229,6 +231,26 @@ async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Ac
         Some(e) => {
             ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
             dead_letter(ctx, acker, &format!("generation failed: {e}")).await;
+        }
+    }
+}
+
+/// Appends an exchange, retrying for [`WorkerConfig::save_retry`](super::WorkerConfig)
+/// while the store is unreachable (backoff from 100 ms to 1 s). A retry after a commit whose
+/// outcome was lost with the connection may store the exchange twice; a lost answer would
+/// be worse.
+async fn save(ctx: &Ctx, id: &str, msgs: &[ChatMessage]) -> Result<()> {
+    let deadline = Instant::now() + ctx.config.save_retry;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match ctx.store.append(id, msgs).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() && Instant::now() + pause < deadline => {
+                tracing::info!(error = %e, retry_in = ?pause, "saving the conversation failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
         }
     }
 }
