@@ -9,6 +9,7 @@
 //! | [`seed001::router`] | seed 001's SSE service: `GET /api/stream/{sessionId}/{chatMessageId}`, `GET /health` |
 //! | [`seed003::router`] | seed 003's REST API: `POST /v1/chat/completions` → uid, `GET /v1/chat/response?uid=`, `GET /ping` |
 //! | [`openai::router`] | OpenAI-compatible chat completions (streaming, non-streaming, resumable) and `GET /v1/models` |
+//! | [`responses::router`] | the OpenAI Responses API: `POST /v1/responses` (streamed, stored, background), retrieve, resume with `starting_after`, cancel, delete, input items |
 //! | [`aisdk::router`] | Vercel AI SDK `useChat` backend: `POST /api/ai-sdk/chat` → UI message stream v1 |
 //! | [`seed002::router`] | seed 002's streaming chat API under `/chat`, bearer-authenticated |
 //! | [`auth`] | bearer authentication ([`auth::Authenticator`], [`auth::StaticTokens`]), signed stream tokens, per-stream authorization |
@@ -51,6 +52,7 @@ pub mod last_event_id;
 pub mod metrics;
 pub mod openai;
 pub mod quickstart;
+pub mod responses;
 pub mod seed001;
 pub mod seed002;
 pub mod seed003;
