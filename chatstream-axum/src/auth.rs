@@ -1,7 +1,8 @@
 //! Bearer authentication and per-stream authorization.
 //!
-//! - An [`Authenticator`] maps an API bearer token to a [`Principal`] (a user id);
-//!   [`StaticTokens`] is a fixed table, e.g. from `CHATSTREAM_API_TOKENS`.
+//! - An [`Authenticator`] maps an API bearer token to a [`Principal`] (a user id and,
+//!   optionally, its organisation); [`StaticTokens`] is a fixed table, e.g. from
+//!   `CHATSTREAM_API_TOKENS`, [`JwtAuthenticator`] verifies HS256 or RS256 JWTs.
 //! - [`Principal`] is also an extractor: a handler taking one answers `401` with
 //!   `WWW-Authenticate: Bearer` and a JSON error unless `Authorization: Bearer <token>` names
 //!   a known user.
@@ -19,6 +20,7 @@
 //! | stream token made for another stream | 403 `forbidden` |
 //! | a user that did not submit the stream (or a stream the registry does not know) | 404 `not_found`, as for seed 002's "another user's thread", so existence does not leak |
 
+mod jwt;
 mod signer;
 mod static_tokens;
 
@@ -33,6 +35,10 @@ use chatstream_core::StreamKey;
 use serde::{Deserialize, Serialize};
 
 pub use signer::{is_stream_token, StreamTokenSigner, DEFAULT_TOKEN_TTL, SECRET_ENV, TOKEN_PREFIX};
+pub use jwt::{
+    looks_like_jwt, JwtAuthenticator, DEFAULT_ORG_CLAIM, JWT_AUDIENCE_ENV, JWT_HS256_SECRET_ENV,
+    JWT_ISSUER_ENV, JWT_ORG_CLAIM_ENV, JWT_RS256_KEY_ENV,
+};
 pub use static_tokens::{StaticTokens, TOKENS_ENV};
 
 use crate::{ApiError, ChatstreamState};
@@ -40,26 +46,56 @@ use crate::{ApiError, ChatstreamState};
 /// The query parameter carrying a stream token.
 pub const TOKEN_QUERY_PARAM: &str = "token";
 
-/// An authenticated user id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Principal(Arc<str>);
+/// An authenticated user id, and the organisation it acts for when the authenticator
+/// knows one. It serializes as the user id alone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Principal {
+    id: Arc<str>,
+    org: Option<Arc<str>>,
+}
 
 impl Principal {
-    /// A principal named `id`.
+    /// A principal named `id`, in no organisation.
     pub fn new(id: impl Into<Arc<str>>) -> Self {
-        Self(id.into())
+        Self {
+            id: id.into(),
+            org: None,
+        }
+    }
+
+    /// The same user acting for organisation `org` (seed 002: it sees and writes that
+    /// organisation's threads).
+    pub fn with_org(mut self, org: impl Into<Arc<str>>) -> Self {
+        self.org = Some(org.into());
+        self
     }
 
     /// The user id.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.id
+    }
+
+    /// The organisation, when there is one.
+    pub fn org(&self) -> Option<&str> {
+        self.org.as_deref()
+    }
+}
+
+impl Serialize for Principal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.id)
+    }
+}
+
+impl<'de> Deserialize<'de> for Principal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::from)
     }
 }
 
 impl std::fmt::Display for Principal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.id)
     }
 }
 

@@ -4,7 +4,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `POST /chat/threads` `{"title"}` | `201 {"thread": {"id", "title", "userId", "createdAt", "updatedAt", "messageCount"}}` |
-//! | `GET /chat/threads` | `{"threads": [...]}`, the caller's own, newest activity first (not in the document; added so a user can find its threads) |
+//! | `GET /chat/threads` | `{"threads": [...]}`, the caller's own (its organisation's, for a user acting for one), newest activity first (not in the document; added so a user can find its threads) |
 //! | `GET /chat/threads/{threadId}/messages` | `{"messages": [{"threadId", "role", "content"}, ...]}` |
 //! | `POST /chat/threads/{threadId}/messages` `{"content"}` | `{"response": "<the whole answer>"}` (non-streaming fallback) |
 //! | `POST /chat/threads/{threadId}/messages/stream` `{"content"}` | SSE: `connected`, `message_saved`, `workflow_status`, `ai_response`…, `workflow_complete`, `done` (or `error`, `done`) |
@@ -12,6 +12,9 @@
 //! | `DELETE /chat/threads/{threadId}/messages/{messageId}/stream` | stops the answer from any instance: `202 {"status":"stopping"}`, `200 {"status":"ended","finish_reason"}`, `404` for an unknown message or another user's thread ([`crate::stop`]); every reader's stream ends with `workflow_complete` and `done` |
 //!
 //! A user sees only its own threads: another user's thread is a `404`, like a missing one.
+//! A user acting for an organisation (a [`Principal`] with an org: `token:user:org` tokens,
+//! a JWT's org claim) sees and writes every thread of that organisation and no other
+//! ([`may_access`]).
 //! Threads and messages live in the [`ConversationStore`](chatstream_core::ConversationStore)
 //! the workers use; the request carries `metadata.conversation = threadId`, so the worker
 //! answers with the thread's history and appends the user message and the answer to it,
@@ -43,7 +46,7 @@ use chatstream_core::{
 use futures::StreamExt;
 
 pub use model::{
-    CreateThread, MessageJson, MessagesBody, ReplyBody, SendMessage, ThreadBody, ThreadJson,
+    may_access, CreateThread, MessageJson, MessagesBody, ReplyBody, SendMessage, ThreadBody, ThreadJson,
     ThreadsBody, DEFAULT_TITLE, MAX_TITLE_CHARS,
 };
 
@@ -99,7 +102,7 @@ pub async fn create_thread(
 ) -> Result<Response, ApiError> {
     let title = title(&body)?;
     let meta = store(&state)?
-        .create(Some(&title), Some(user.as_str()))
+        .create_in_org(Some(&title), Some(user.as_str()), user.org())
         .await?;
     let thread = ThreadJson::from(&meta);
     Ok((StatusCode::CREATED, Json(ThreadBody { thread })).into_response())
@@ -110,10 +113,14 @@ pub async fn list_threads(
     State(state): State<ChatstreamState>,
     user: Principal,
 ) -> Result<Response, ApiError> {
-    let threads: Vec<ThreadJson> = store(&state)?
-        .list(user.as_str())
-        .await?
+    let store = store(&state)?;
+    let metas = match user.org() {
+        Some(org) => store.list_org(org).await?,
+        None => store.list(user.as_str()).await?,
+    };
+    let threads: Vec<ThreadJson> = metas
         .iter()
+        .filter(|m| may_access(&user, m))
         .map(ThreadJson::from)
         .collect();
     Ok(Json(ThreadsBody { threads }).into_response())

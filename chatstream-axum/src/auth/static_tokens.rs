@@ -11,7 +11,8 @@ use crate::ApiError;
 /// The environment variable read by [`StaticTokens::from_env`].
 pub const TOKENS_ENV: &str = "CHATSTREAM_API_TOKENS";
 
-/// A fixed table token → user, e.g. from `CHATSTREAM_API_TOKENS="token1:alice,token2:bob"`.
+/// A fixed table token → user (and organisation), e.g. from
+/// `CHATSTREAM_API_TOKENS="token1:alice:acme,token2:bob"`.
 ///
 /// Tokens are kept as SHA-256 digests and looked up by digest, so neither the table nor the
 /// time a lookup takes reveals a token; `Debug` shows only how many there are.
@@ -49,8 +50,9 @@ impl StaticTokens {
         self.by_digest.insert(digest(token), user.into());
     }
 
-    /// Parses `token1:alice,token2:bob` (spaces around entries ignored; a token may not
-    /// contain `:` or `,`; the user is what follows the first `:`).
+    /// Parses `token1:alice:acme,token2:bob` — `token:user` or `token:user:org` (spaces
+    /// around entries ignored; a token or user may not contain `:` or `,`; the
+    /// organisation is what follows the second `:`).
     pub fn parse(spec: &str) -> Result<Self, ApiError> {
         let mut table = Self::new();
         for (i, entry) in spec.split(',').enumerate() {
@@ -58,14 +60,20 @@ impl StaticTokens {
             if entry.is_empty() {
                 continue;
             }
-            match entry.split_once(':') {
-                Some((token, user)) if !token.trim().is_empty() && !user.trim().is_empty() => {
-                    table.insert(token.trim(), user.trim());
+            let mut parts = entry.splitn(3, ':').map(str::trim);
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(token), Some(user), None) if !token.is_empty() && !user.is_empty() => {
+                    table.insert(token, user);
+                }
+                (Some(token), Some(user), Some(org))
+                    if !token.is_empty() && !user.is_empty() && !org.is_empty() =>
+                {
+                    table.insert(token, Principal::new(user).with_org(org));
                 }
                 // The entry is not echoed: it may hold a secret.
                 _ => {
                     return Err(ApiError::Misconfigured(format!(
-                        "API token entry {} is not `token:user`",
+                        "API token entry {} is not `token:user` or `token:user:org`",
                         i + 1
                     )))
                 }
@@ -121,12 +129,16 @@ mod tests {
         assert_eq!(who("token1").await, Some(Principal::new("alice")));
         assert_eq!(who("token2").await, Some(Principal::new("bob")));
         assert_eq!(who("token3").await, None);
+        let t = StaticTokens::parse("t1:alice:acme, t2:bob").unwrap_or_default();
+        let got = t.authenticate("t1").await.ok().flatten();
+        assert_eq!(got, Some(Principal::new("alice").with_org("acme")));
+        assert_eq!(got.as_ref().and_then(Principal::org), Some("acme"));
         assert_eq!(who("alice").await, None);
     }
 
     #[test]
     fn bad_entries_are_refused_without_echoing_them() {
-        for bad in ["secret", "secret:", ":alice", "a:b,secret"] {
+        for bad in ["secret", "secret:", ":alice", "a:b,secret", "secret:alice:"] {
             match StaticTokens::parse(bad) {
                 Err(e) => assert!(!e.to_string().contains("secret"), "{e}"),
                 Ok(_) => panic!("{bad} accepted"),

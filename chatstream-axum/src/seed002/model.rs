@@ -41,6 +41,9 @@ pub struct ThreadJson {
     pub title: Option<String>,
     /// The owning user.
     pub user_id: Option<String>,
+    /// The organisation the thread belongs to, when the user acts for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
     /// Creation time, ISO 8601 (`toISOString`).
     pub created_at: String,
     /// Last activity, ISO 8601.
@@ -55,6 +58,7 @@ impl From<&ConversationMeta> for ThreadJson {
             id: m.id.clone(),
             title: m.title.clone(),
             user_id: m.owner.clone(),
+            org_id: m.org.clone(),
             created_at: iso_ms(m.created_at_ms),
             updated_at: iso_ms(m.last_activity_ms),
             message_count: m.message_count,
@@ -140,8 +144,19 @@ pub(crate) fn store(state: &ChatstreamState) -> Result<&Arc<DynConversationStore
     })
 }
 
-/// The thread `id` when `user` owns it; 404 when it does not exist or is someone else's
-/// (the same answer, so that thread ids do not leak), logged at `warn` in the second case.
+/// Whether `user` may read and write the thread of `meta`: for a user acting for an
+/// organisation, any thread of that organisation; for a user in none, its own threads
+/// outside every organisation.
+pub fn may_access(user: &Principal, meta: &ConversationMeta) -> bool {
+    match user.org() {
+        Some(org) => meta.org.as_deref() == Some(org),
+        None => meta.org.is_none() && meta.owner.as_deref() == Some(user.as_str()),
+    }
+}
+
+/// The thread `id` when `user` may access it ([`may_access`]); 404 when it does not exist
+/// or is someone else's (the same answer, so that thread ids do not leak), logged at `warn`
+/// in the second case.
 pub(crate) async fn owned_thread(
     state: &ChatstreamState,
     user: &Principal,
@@ -149,7 +164,7 @@ pub(crate) async fn owned_thread(
 ) -> Result<Conversation, ApiError> {
     let conversation = store(state)?.get(id).await?;
     match conversation {
-        Some(c) if c.meta.owner.as_deref() == Some(user.as_str()) => Ok(c),
+        Some(c) if may_access(user, &c.meta) => Ok(c),
         Some(_) => {
             tracing::warn!(principal = %user, thread = id, "thread access refused: not the owner");
             Err(ApiError::Missing("thread"))
