@@ -29,6 +29,7 @@
 //! | `RABBITMQ_STREAM_MAX_AGE` | `3600` | seconds the log keeps envelopes: how long a finished answer stays resumable |
 //! | `RABBITMQ_STREAM_MAX_BYTES` | `1073741824` | the log's size cap (1 GiB); under load it, not the age, bounds how far back a resume reaches |
 //! | `CORS_ORIGINS` | unset | comma-separated origins allowed to call the REST API (`*`: any) |
+//! | `REDIS_URL`, `REDIS_PREFIX` | unset, `cosmo:` | where the REST side keeps the OpenAI Responses API's stored responses, shared by every `--rest-only` instance; unset: in this process's memory |
 //!
 //! Modes: by default one process runs a worker and the REST API. `--worker-only` (or
 //! `--no-rest`) runs only the worker and `--rest-only` only the REST API; start as many
@@ -76,6 +77,7 @@ use chatstream::amqp::{
     AmqpCancelChannel, AmqpConfig, AmqpConnection, AmqpRequestSink, AmqpRequestSource,
     AmqpTokenSink, AmqpTokenSource, TokenTopology,
 };
+use chatstream::axum::responses::{self, ResponsesRouteConfig};
 use chatstream::axum::seed003;
 use chatstream::axum::ChatstreamState;
 use chatstream::worker::shutdown_signal;
@@ -228,7 +230,10 @@ async fn serve_rest(
             ..GatewayConfig::default()
         })
         .build();
-    let app = support::http_edge(seed003::router(ChatstreamState::new(gateway.clone())));
+    let state = ChatstreamState::new(gateway.clone());
+    let app = support::http_edge(
+        seed003::router(state.clone()).merge(responses_router(state).await?),
+    );
 
     let host = env("RESTAPI_HOST").unwrap_or_else(|| "0.0.0.0".to_owned());
     let port = support::port("RESTAPI_PORT", 8080)?;
@@ -288,4 +293,23 @@ fn redact(url: &str) -> String {
         }
         None => url.to_owned(),
     }
+}
+
+/// The OpenAI Responses API beside seed 003's routes (`/v1/responses…`; no path is shared).
+/// Its stored responses live in Redis when `REDIS_URL` is set, shared by every REST
+/// instance; otherwise in this process's memory, so that `GET`, cancel, delete and
+/// `previous_response_id` of a response work only on the instance that created it (its
+/// event stream still resumes anywhere on the `stream` topology).
+async fn responses_router(state: ChatstreamState) -> Result<axum::Router, Box<dyn Error>> {
+    let store: Arc<chatstream::DynResponseStore> = if env("REDIS_URL").is_some() {
+        let config = chatstream::redis::RedisConfig::from_env()?;
+        let client = chatstream::redis::RedisClient::from_config(&config).await?;
+        let ttl = chatstream::redis::DEFAULT_RESPONSE_TTL;
+        Arc::new(chatstream::redis::RedisResponseStore::new(client, ttl))
+    } else {
+        Arc::new(chatstream::InMemoryResponseStore::default())
+    };
+    let model = env("OPENAI_MODEL").unwrap_or_else(|| "deepseek-r1:8b".to_owned());
+    let config = ResponsesRouteConfig::new(store).with_model(model);
+    Ok(responses::router(state, config))
 }

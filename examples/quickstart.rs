@@ -9,6 +9,7 @@
 //! | `POST /api/chat`, `GET /api/chat/{sessionId}/messages`, `GET`/`DELETE /api/stream/{sessionId}/{messageId}`, `GET /health` | seed 001's SSE service (read, stop) plus submit and history routes |
 //! | `/chat/threads…` | seed 002's streaming chat API (bearer token printed at start) |
 //! | `POST /v1/chat/completions`, `GET /v1/models` | OpenAI-compatible mode (the official SDKs work against it) |
+//! | `POST /v1/responses`, `GET`/`DELETE /v1/responses/{id}`, `…/cancel`, `…/input_items` | the OpenAI Responses API: streamed, stored (in this process's memory), background, resumable with `starting_after` |
 //! | `POST /api/ai-sdk/chat` | Vercel AI SDK UI message stream (`useChat`) |
 //! | `GET /ws` | seed 004's WebSocket |
 //! | `GET /metrics` | Prometheus metrics |
@@ -39,6 +40,7 @@ use axum::Router;
 use chatstream::axum::auth::StaticTokens;
 use chatstream::axum::metrics::Metrics;
 use chatstream::axum::openai::OpenAiRouteConfig;
+use chatstream::axum::responses::{self, ResponsesRouteConfig};
 use chatstream::axum::ws::{Channels, WsEndpoint};
 use chatstream::axum::ChatstreamState;
 use chatstream::axum::{
@@ -48,7 +50,7 @@ use chatstream::axum::{
 use chatstream::worker::shutdown_signal;
 use chatstream::{
     DynLlmBackend, Gateway, GatewayConfig, InMemoryBroker, InMemoryConversationStore,
-    ScriptedBackend, Worker, WorkerConfig,
+    InMemoryResponseStore, ScriptedBackend, Worker, WorkerConfig,
 };
 use support::{env, init_logging};
 
@@ -116,7 +118,12 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .merge(seed002::router(state.clone()))
         .merge(openai::router(
             state.clone(),
-            OpenAiRouteConfig::for_model(model),
+            OpenAiRouteConfig::for_model(model.clone()),
+        ))
+        // One process: its stored responses live in its memory.
+        .merge(responses::router(
+            state.clone(),
+            ResponsesRouteConfig::new(Arc::new(InMemoryResponseStore::default())).with_model(model),
         ))
         .merge(aisdk::router(state.clone()))
         .merge(WsEndpoint::new(state).with_channels(channels).router())
