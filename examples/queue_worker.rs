@@ -231,9 +231,8 @@ async fn serve_rest(
         })
         .build();
     let state = ChatstreamState::new(gateway.clone());
-    let app = support::http_edge(
-        seed003::router(state.clone()).merge(responses_router(state).await?),
-    );
+    let app =
+        support::http_edge(seed003::router(state.clone()).merge(responses_router(state).await?));
 
     let host = env("RESTAPI_HOST").unwrap_or_else(|| "0.0.0.0".to_owned());
     let port = support::port("RESTAPI_PORT", 8080)?;
