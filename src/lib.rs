@@ -12,6 +12,7 @@
 //! | `amqp` | no | `amqp` (`chatstream-amqp`): RabbitMQ request source and sink, token sink and source, cancel channel |
 //! | `redis` | no | `redis` (`chatstream-redis`): Redis conversation store, Redis Streams token bus and request queue, pub/sub cancel channel |
 //! | `servicebus` | no | `servicebus` (`chatstream-servicebus`): Azure Service Bus request source and sink, token sink, session-aware token source |
+//! | `postgres` | no | `postgres` (`chatstream-postgres`): PostgreSQL conversation store (threads, messages, owners and organisations) with embedded migrations |
 //! | `testkit` | no | `testkit`: the conformance suite every broker adapter runs |
 //!
 //! `cargo run --example quickstart` starts everything in one process (in-memory broker,
@@ -51,3 +52,6 @@ pub use chatstream_redis as redis;
 
 #[cfg(feature = "servicebus")]
 pub use chatstream_servicebus as servicebus;
+
+#[cfg(feature = "postgres")]
+pub use chatstream_postgres as postgres;
