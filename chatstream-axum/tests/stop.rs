@@ -16,10 +16,10 @@ use chatstream_axum::openai::OpenAiRouteConfig;
 use chatstream_axum::{aisdk, openai, quickstart, seed001, seed002, seed003, ChatstreamState};
 use chatstream_core::testkit::backends::EndlessBackend;
 use chatstream_core::{
-    CoalesceConfig, DynConversationStore, Gateway, InMemoryBroker, InMemoryConversationStore,
-    InMemoryStreamRegistry, Worker, WorkerConfig, WorkerHandle,
+    DynConversationStore, Gateway, InMemoryBroker, InMemoryConversationStore,
+    InMemoryStreamRegistry, WorkerHandle,
 };
-use common::{body_text, get, post_json, request, within};
+use common::{body_text, get, post_json, request, spawn_worker, within};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -79,18 +79,7 @@ impl Deployment {
         let registry = InMemoryStreamRegistry::default();
         let store: Arc<DynConversationStore> = Arc::new(InMemoryConversationStore::default());
         let backend = EndlessBackend::new(Duration::from_millis(5));
-        let worker = Worker::builder(
-            Arc::new(broker.message_source()),
-            Arc::new(broker.clone()),
-            Arc::new(backend.clone()),
-        )
-        .cancels(Arc::new(broker.clone()))
-        .config(WorkerConfig {
-            coalesce: CoalesceConfig::off(),
-            ..WorkerConfig::default()
-        })
-        .build()
-        .spawn();
+        let worker = spawn_worker(&broker, Arc::new(backend.clone()));
         Self {
             a: instance(&broker, &registry, &store, stream_auth, seed003_api),
             b: instance(&broker, &registry, &store, stream_auth, seed003_api),

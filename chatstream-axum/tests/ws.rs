@@ -402,22 +402,11 @@ async fn the_server_pings_and_closes_a_silent_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_action_stops_the_answer_from_any_instance() {
     use chatstream_core::testkit::backends::EndlessBackend;
-    use chatstream_core::{CoalesceConfig, InMemoryStreamRegistry, WorkerConfig};
+    use chatstream_core::InMemoryStreamRegistry;
 
     let broker = InMemoryBroker::new();
     let backend = EndlessBackend::new(Duration::from_millis(5));
-    let worker = Worker::builder(
-        Arc::new(broker.message_source()),
-        Arc::new(broker.clone()),
-        Arc::new(backend.clone()),
-    )
-    .cancels(Arc::new(broker.clone()))
-    .config(WorkerConfig {
-        coalesce: CoalesceConfig::off(),
-        ..WorkerConfig::default()
-    })
-    .build()
-    .spawn();
+    let worker = spawn_worker(&broker, Arc::new(backend.clone()));
     let registry = Arc::new(InMemoryStreamRegistry::default());
     let instance = || {
         let gateway = Gateway::builder(Arc::new(broker.clone()), Arc::new(broker.clone()))

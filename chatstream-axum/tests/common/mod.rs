@@ -48,18 +48,7 @@ impl Pipeline {
         state: impl FnOnce(ChatstreamState) -> ChatstreamState,
     ) -> Self {
         let broker = InMemoryBroker::new();
-        let worker = Worker::builder(
-            Arc::new(broker.message_source()),
-            Arc::new(broker.clone()),
-            Arc::new(backend.clone()),
-        )
-        .cancels(Arc::new(broker.clone()))
-        .config(WorkerConfig {
-            coalesce: CoalesceConfig::off(),
-            ..WorkerConfig::default()
-        })
-        .build()
-        .spawn();
+        let worker = spawn_worker(&broker, Arc::new(backend.clone()));
         let gateway = Gateway::builder(Arc::new(broker.clone()), Arc::new(broker.clone()))
             .cancels(Arc::new(broker.clone()))
             .config(gateway_config)
@@ -88,6 +77,26 @@ impl Pipeline {
             Err(e) => match e {},
         }
     }
+}
+
+/// A worker on `broker` answering with `backend`, one envelope per token, listening for
+/// cancels.
+pub fn spawn_worker(
+    broker: &InMemoryBroker,
+    backend: Arc<chatstream_core::DynLlmBackend>,
+) -> WorkerHandle {
+    Worker::builder(
+        Arc::new(broker.message_source()),
+        Arc::new(broker.clone()),
+        backend,
+    )
+    .cancels(Arc::new(broker.clone()))
+    .config(WorkerConfig {
+        coalesce: CoalesceConfig::off(),
+        ..WorkerConfig::default()
+    })
+    .build()
+    .spawn()
 }
 
 pub fn get(uri: &str) -> Request<Body> {
