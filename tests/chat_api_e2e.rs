@@ -11,21 +11,19 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "chat_api/app.rs"]
+mod app;
 mod support;
 
 use std::path::Path;
-use std::time::Duration;
 
+use app::{call, start_chat_api, ALICE, BOB, CAROL, WAIT};
 use chatstream::postgres::testkit::{postgres_url, unique_schema, PgStoreHarness, SchemaGuard};
 use chatstream::testkit::skip_or_fail;
 use serde_json::Value;
-use support::{example_path, http, port_after, signal, start, within, Started};
+use support::{signal, within};
 use tokio::process::Command;
 
-const WAIT: Duration = Duration::from_secs(30);
-const ALICE: &str = "tok-alice";
-const BOB: &str = "tok-bob";
-const CAROL: &str = "tok-carol";
 /// The scripted answer cut after two sentences (the workflow's chat step).
 const TWO_SENTENCES: &str = "Hello! I am chatstream's scripted assistant.";
 /// SQL that would do damage if a value were formatted into a statement.
@@ -38,41 +36,6 @@ fn node() -> Option<()> {
         Ok(out) => skip_or_fail("node", format!("node --version: {}", out.status)),
         Err(e) => skip_or_fail("node", e),
     }
-}
-
-/// Starts `chat_api` on `url` in `schema`, the scripted backend at 5 ms a word.
-pub(crate) async fn start_chat_api(
-    url: &str,
-    schema: &str,
-    extra: &[(&str, &str)],
-) -> Started<u16> {
-    let mut cmd = Command::new(example_path("chat_api"));
-    cmd.env("DATABASE_URL", url)
-        .env("DATABASE_SCHEMA", schema)
-        .env("PORT", "0")
-        .env("HOST", "127.0.0.1")
-        .env("TOKEN_DELAY_MS", "5")
-        .env(
-            "CHATSTREAM_API_TOKENS",
-            format!("{ALICE}:alice:acme,{BOB}:bob:acme,{CAROL}:carol:globex"),
-        )
-        .env("LOG_LEVEL", "warning")
-        .env("WORKFLOW_STEPS", "chat:256")
-        .env_remove("RABBITMQ_URL")
-        .env_remove("REDIS_URL")
-        .env_remove("OPENAI_URL")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("CHATSTREAM_JWT_HS256_SECRET")
-        .env_remove("CHATSTREAM_JWT_RS256_PUBLIC_KEY");
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    start(cmd, "chat_api", WAIT, |line| {
-        line.starts_with("chat_api: seed 002 API on")
-            .then(|| port_after(line, "http://127.0.0.1:"))
-            .flatten()
-    })
-    .await
 }
 
 /// Runs the seed's client loop from Node; its JSON report.
@@ -99,22 +62,6 @@ async fn seed_client(port: u16, token: &str, thread: Option<&str>, content: &str
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
-
-/// One HTTP/1.0 call with a bearer token and optional JSON body; status code and JSON.
-async fn call(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
-    let mut head = format!("{method} {path} HTTP/1.0\r\nAuthorization: Bearer {token}");
-    if !body.is_empty() {
-        head.push_str("\r\nContent-Type: application/json");
-    }
-    let (status, text) = http(port, &head, body, WAIT).await;
-    let code = status
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("status line {status:?}"));
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    (code, json)
 }
 
 fn contents(messages: &Value) -> Vec<(String, String)> {
