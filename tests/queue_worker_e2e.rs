@@ -480,24 +480,28 @@ async fn read_answer(sse: &mut SseClient) -> (String, Vec<String>) {
     (text, data)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_posted_on_one_rest_instance_resumes_exactly_on_another() {
-    // 12 tokens, 100 ms apart: the answer is under way for over a second.
-    let answer = Answer::new(TOKENS).with_delay(Duration::from_millis(100));
-    let Some(setup) = Setup::new(answer).await else {
-        return;
-    };
+/// A `--worker-only` process and two `--rest-only` ones, a request posted on A, and A's
+/// stream read up to its `words`-th space.
+struct Split {
+    _worker: Running,
+    a: Running,
+    b: Running,
+    path: String,
+    on_a: SseClient,
+    text: String,
+    last_id: String,
+}
+
+async fn split(setup: &Setup, words: usize) -> Split {
     let _worker = setup.start(&["--worker-only"]).await;
     let a = setup.start(&["--rest-only"]).await;
     let b = setup.start(&["--rest-only"]).await;
     let uid = submit_rest(a.port()).await;
     let path = format!("/v1/chat/response?uid={uid}");
-
-    // Part of the answer from A, then the rest from B with Last-Event-ID.
     let mut on_a = SseClient::get(a.port(), &path, None).await;
     assert_eq!(on_a.status, 200);
     let (mut text, mut last_id) = (String::new(), String::new());
-    while text.matches(' ').count() < 3 {
+    while text.matches(' ').count() < words {
         let event = within("a chunk from A", WAIT, on_a.next())
             .await
             .unwrap_or_else(|| panic!("A ended early: {text:?}"));
@@ -506,6 +510,35 @@ async fn a_stream_posted_on_one_rest_instance_resumes_exactly_on_another() {
             last_id = event.id.unwrap_or_else(|| panic!("a chunk without id"));
         }
     }
+    Split {
+        _worker,
+        a,
+        b,
+        path,
+        on_a,
+        text,
+        last_id,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_posted_on_one_rest_instance_resumes_exactly_on_another() {
+    // 12 tokens, 100 ms apart: the answer is under way for over a second.
+    let answer = Answer::new(TOKENS).with_delay(Duration::from_millis(100));
+    let Some(setup) = Setup::new(answer).await else {
+        return;
+    };
+    let Split {
+        _worker,
+        a,
+        b,
+        path,
+        on_a,
+        mut text,
+        last_id,
+    } = split(&setup, 3).await;
+
+    // Part of the answer from A, then the rest from B with Last-Event-ID.
     drop(on_a);
     let mut on_b = SseClient::get(b.port(), &path, Some(&last_id)).await;
     assert_eq!(on_b.status, 200);
@@ -573,22 +606,16 @@ async fn a_stop_sent_to_another_rest_instance_reaches_the_worker() {
     let Some(setup) = Setup::new(answer).await else {
         return;
     };
-    let _worker = setup.start(&["--worker-only"]).await;
-    let a = setup.start(&["--rest-only"]).await;
-    let b = setup.start(&["--rest-only"]).await;
-    let uid = submit_rest(a.port()).await;
-    let path = format!("/v1/chat/response?uid={uid}");
-
     // A relays the answer; the stop goes to B.
-    let mut on_a = SseClient::get(a.port(), &path, None).await;
-    assert_eq!(on_a.status, 200);
-    let mut text = String::new();
-    while text.matches(' ').count() < 5 {
-        let event = within("a chunk from A", WAIT, on_a.next())
-            .await
-            .unwrap_or_else(|| panic!("A ended early: {text:?}"));
-        text.extend(chunk_text(&event.data));
-    }
+    let Split {
+        _worker,
+        a: _a,
+        b,
+        path,
+        mut on_a,
+        mut text,
+        ..
+    } = split(&setup, 5).await;
     let (status, body) = http(b.port(), &format!("DELETE {path} HTTP/1.0"), "", WAIT).await;
     assert!(status.contains(" 202 "), "{status}: {body}");
     assert!(body.contains(r#""status":"stopping""#), "{body}");
