@@ -17,13 +17,11 @@
 mod amqp;
 #[path = "history_log/logged.rs"]
 mod logged;
-#[path = "history_log/servicebus.rs"]
-mod servicebus;
 mod support;
 
 use amqp::AmqpPrimary;
+use chatstream_servicebus::testkit::FakeHarness as ServiceBusPrimary;
 use logged::{Log, Logged};
-use servicebus::ServiceBusPrimary;
 
 mod rabbitmq_reply_to_with_redis_log {
     use super::*;

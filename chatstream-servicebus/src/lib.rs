@@ -36,6 +36,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `fake` | [`fake`]: an in-process fake Service Bus on fe2o3-amqp's acceptor, and [`ServiceBusCredential::Unsecured`] (plain `amqp://`) to reach it |
+//! | `testkit` | `testkit::FakeHarness`: the conformance suite's harness on that fake |
 //!
 //! Everything here was tested against that fake with the real azservicebus client; real Azure
 //! is not reachable from the machine this was written on (see the README).
@@ -67,6 +68,8 @@ mod token_source;
 
 #[cfg(feature = "fake")]
 pub mod fake;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use config::{ServiceBusConfig, ServiceBusCredential};
 pub use connection::ServiceBusConnection;

@@ -1,76 +1,10 @@
 //! The conformance suite with the real azservicebus client against the in-process fake
 //! Service Bus (a fresh fake per test).
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
-use chatstream_core::testkit::{Capabilities, Harness};
-use chatstream_core::{
-    DynCancelChannel, DynMessageSource, DynRequestSink, DynTokenSink, DynTokenSource, Result,
-};
-use chatstream_servicebus::fake::{FakeConfig, FakeServiceBus};
-use chatstream_servicebus::{
-    ServiceBusConnection, ServiceBusRequestSink, ServiceBusTokenSink, ServiceBusTokenSource,
-};
-
-struct FakeHarness {
-    fake: FakeServiceBus,
-    conn: ServiceBusConnection,
-    requests: Arc<ServiceBusRequestSink>,
-    tokens: Arc<ServiceBusTokenSink>,
-    source: Arc<ServiceBusTokenSource>,
-}
+use chatstream_servicebus::testkit::FakeHarness;
 
 async fn harness() -> Option<FakeHarness> {
-    let fake = FakeServiceBus::start(FakeConfig::chatstream("sse-service"))
-        .await
-        .expect("start the fake");
-    let conn = ServiceBusConnection::connect(fake.config())
-        .await
-        .expect("connect to the fake");
-    Some(FakeHarness {
-        requests: Arc::new(conn.request_sink().await.expect("request sink")),
-        tokens: Arc::new(conn.token_sink().await.expect("token sink")),
-        source: Arc::new(conn.token_source()),
-        conn,
-        fake,
-    })
-}
-
-#[async_trait]
-impl Harness for FakeHarness {
-    async fn request_sink(&self) -> Arc<DynRequestSink> {
-        self.requests.clone()
-    }
-    async fn message_source(&self) -> Box<DynMessageSource> {
-        Box::new(self.conn.request_source().await.expect("request source"))
-    }
-    async fn token_sink(&self) -> Arc<DynTokenSink> {
-        self.tokens.clone()
-    }
-    async fn token_source(&self) -> Arc<DynTokenSource> {
-        self.source.clone()
-    }
-    async fn cancel_channel(&self) -> Option<Arc<DynCancelChannel>> {
-        None
-    }
-    async fn publish_raw_request(&self, body: &[u8]) -> Result<()> {
-        self.requests.submit_raw(body).await
-    }
-    async fn dead_letters(&self) -> Result<Vec<(Vec<u8>, String)>> {
-        Ok(self
-            .fake
-            .dead_letters("user-messages", "worker-service")
-            .into_iter()
-            .map(|d| (d.body, d.reason.unwrap_or_default()))
-            .collect())
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            replay: false,
-            cancel: false,
-        }
-    }
+    Some(FakeHarness::start().await)
 }
 
 // Every check, the 100-stream one included. That one hung about once in 13 runs in an earlier

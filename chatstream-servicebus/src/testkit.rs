@@ -1,6 +1,4 @@
-//! Service Bus (the in-process fake, with the real azservicebus client) as the primary: a
-//! session-routed topology that keeps nothing once a message is completed, and has no cancel
-//! channel.
+//! The conformance suite's harness on the in-process fake Service Bus (feature `testkit`).
 
 use std::sync::Arc;
 
@@ -9,13 +7,17 @@ use chatstream_core::testkit::{Capabilities, Harness};
 use chatstream_core::{
     DynCancelChannel, DynMessageSource, DynRequestSink, DynTokenSink, DynTokenSource, Result,
 };
-use chatstream_servicebus::fake::{FakeConfig, FakeServiceBus};
-use chatstream_servicebus::{
+
+use crate::fake::{FakeConfig, FakeServiceBus};
+use crate::{
     ServiceBusConnection, ServiceBusRequestSink, ServiceBusTokenSink, ServiceBusTokenSource,
 };
 
-/// A fresh fake Service Bus and one connection to it.
-pub(crate) struct ServiceBusPrimary {
+/// A fresh fake Service Bus (`FakeConfig::chatstream("sse-service")`) and one connection
+/// to it, with the real azservicebus client. Service Bus keeps nothing once a message is
+/// completed and has no cancel channel, so the harness says: no replay, no cancel.
+#[derive(Debug)]
+pub struct FakeHarness {
     fake: FakeServiceBus,
     conn: ServiceBusConnection,
     requests: Arc<ServiceBusRequestSink>,
@@ -23,17 +25,23 @@ pub(crate) struct ServiceBusPrimary {
     source: Arc<ServiceBusTokenSource>,
 }
 
-impl ServiceBusPrimary {
-    pub(crate) async fn start() -> Self {
+impl FakeHarness {
+    /// Starts the fake and connects to it.
+    ///
+    /// # Panics
+    /// When the fake cannot start or be reached (a test set-up failure).
+    pub async fn start() -> Self {
         let fake = FakeServiceBus::start(FakeConfig::chatstream("sse-service"))
             .await
             .unwrap_or_else(|e| panic!("start the fake Service Bus: {e}"));
         let conn = ServiceBusConnection::connect(fake.config())
             .await
-            .unwrap_or_else(|e| panic!("connect to the fake: {e}"));
+            .unwrap_or_else(|e| panic!("connect to the fake Service Bus: {e}"));
+        let requests = conn.request_sink().await;
+        let tokens = conn.token_sink().await;
         Self {
-            requests: Arc::new(conn.request_sink().await.expect("request sink")),
-            tokens: Arc::new(conn.token_sink().await.expect("token sink")),
+            requests: Arc::new(requests.unwrap_or_else(|e| panic!("request sink: {e}"))),
+            tokens: Arc::new(tokens.unwrap_or_else(|e| panic!("token sink: {e}"))),
             source: Arc::new(conn.token_source()),
             conn,
             fake,
@@ -42,12 +50,13 @@ impl ServiceBusPrimary {
 }
 
 #[async_trait]
-impl Harness for ServiceBusPrimary {
+impl Harness for FakeHarness {
     async fn request_sink(&self) -> Arc<DynRequestSink> {
         self.requests.clone()
     }
     async fn message_source(&self) -> Box<DynMessageSource> {
-        Box::new(self.conn.request_source().await.expect("request source"))
+        let source = self.conn.request_source().await;
+        Box::new(source.unwrap_or_else(|e| panic!("request source: {e}")))
     }
     async fn token_sink(&self) -> Arc<DynTokenSink> {
         self.tokens.clone()
