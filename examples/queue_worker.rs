@@ -4,7 +4,8 @@
 //! requests from a queue, asks any OpenAI-compatible server (OpenAI, Ollama, vLLM,
 //! DeepSeek, …) and publishes the answer token by token to the queue `response_{uid}`; and
 //! seed 003's REST API on port 8080 (`POST /v1/chat/completions`,
-//! `GET /v1/chat/response?uid=`, `GET /ping`). A client that publishes to `default-queue`
+//! `GET /v1/chat/response?uid=`, `GET /ping`, and `GET /ready`: 503 with a JSON reason
+//! while RabbitMQ is unreachable). A client that publishes to `default-queue`
 //! as the seed's pika example does and consumes `response_{uid}` gets the answer, and so
 //! does the seed's curl flow.
 //!
@@ -77,6 +78,7 @@ use chatstream::amqp::{
     AmqpCancelChannel, AmqpConfig, AmqpConnection, AmqpRequestSink, AmqpRequestSource,
     AmqpTokenSink, AmqpTokenSource, TokenTopology,
 };
+use chatstream::axum::ready::Readiness;
 use chatstream::axum::responses::{self, ResponsesRouteConfig};
 use chatstream::axum::seed003;
 use chatstream::axum::ChatstreamState;
@@ -230,9 +232,13 @@ async fn serve_rest(
             ..GatewayConfig::default()
         })
         .build();
-    let state = ChatstreamState::new(gateway.clone());
-    let app =
-        support::http_edge(seed003::router(state.clone()).merge(responses_router(state).await?));
+    // `GET /ready`: 503 while RabbitMQ is unreachable or the process is shutting down.
+    let ready = Readiness::new().check(Arc::new(conn.clone()));
+    let app = support::http_edge(
+        seed003::router(ChatstreamState::new(gateway.clone()))
+            .merge(responses_router(ChatstreamState::new(gateway.clone())).await?)
+            .merge(ready.router()),
+    );
 
     let host = env("RESTAPI_HOST").unwrap_or_else(|| "0.0.0.0".to_owned());
     let port = support::port("RESTAPI_PORT", 8080)?;
@@ -247,7 +253,7 @@ async fn serve_rest(
 
     // On SIGTERM or Ctrl-C, open SSE streams end with an error chunk and [DONE], so the
     // server can stop.
-    chatstream::axum::serve(listener, app, gateway, shutdown_signal()).await?;
+    chatstream::axum::serve(listener, app, gateway, ready.shutdown_on(shutdown_signal())).await?;
     conn.close().await;
     Ok(())
 }

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatstream_core::Result;
+use async_trait::async_trait;
+use chatstream_core::{Error, HealthCheck, Result};
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
@@ -151,6 +152,32 @@ impl AmqpConnection {
                 .min(Duration::from_secs(1)),
         )
         .await;
+    }
+}
+
+/// How long a readiness probe waits for a connection that is being reopened.
+const PROBE_WAIT: Duration = Duration::from_millis(1500);
+
+/// Ready while the connection is open. A probe of a dropped connection reopens it (within
+/// [`PROBE_WAIT`], so that readiness comes back with the broker even in a process whose
+/// consumers are idle); while another task is reopening it, or the broker still refuses,
+/// the check fails. A silently black-holed connection is noticed by the AMQP heartbeat
+/// (negotiated with the server, 60 s by default), not by this check.
+#[async_trait]
+impl HealthCheck for AmqpConnection {
+    fn name(&self) -> &str {
+        "rabbitmq"
+    }
+
+    async fn check(&self) -> Result<()> {
+        match tokio::time::timeout(PROBE_WAIT, self.live()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::unavailable(
+                "rabbitmq",
+                "the connection is down and being reopened",
+            )),
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 //! | [`quickstart::router`] | `POST /api/chat` → `202 {"sessionId", "messageId", "stream"}` |
 //! | [`ws::router`] | seed 004's WebSocket at `GET /ws`: subscribe to a channel, ask, ping |
 //! | [`metrics::Metrics`] | `GET /metrics` in Prometheus text, and the layer counting HTTP requests |
+//! | [`ready::Readiness`] | `GET /ready`: 200, or 503 with a JSON reason while a broker or store check fails or the process shuts down |
 //! | [`trace_layer`] | one tracing span per request: method, route, status, latency |
 //! | [`sse_response`] | any [`ClientStream`](chatstream_core::ClientStream) as `text/event-stream`, keep-alive comments |
 //! | [`LastEventId`] | extractor: `Last-Event-ID` header or `lastEventId` query parameter |
@@ -52,6 +53,7 @@ pub mod last_event_id;
 pub mod metrics;
 pub mod openai;
 pub mod quickstart;
+pub mod ready;
 pub mod responses;
 pub mod seed001;
 pub mod seed002;

@@ -372,3 +372,15 @@ mod tests {
         assert!(matches!(bad, Err(Error::Config { .. })));
     }
 }
+
+/// Ready while Redis answers `PING`.
+#[async_trait::async_trait]
+impl chatstream_core::HealthCheck for RedisClient {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    async fn check(&self) -> chatstream_core::Result<()> {
+        self.ping().await
+    }
+}
