@@ -71,6 +71,10 @@ pub(crate) fn text(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
 }
 
+/// When the request was published, in milliseconds since the Unix epoch: the header
+/// RabbitMQ's `set_header_timestamp` message interceptor sets.
+pub(crate) const HEADER_TIMESTAMP_MS: &str = "timestamp_in_ms";
+
 /// Reads an integer header, whatever integer type the writer chose.
 pub(crate) fn header_u64(headers: Option<&FieldTable>, name: &str) -> Option<u64> {
     let v = headers?.inner().get(name)?;

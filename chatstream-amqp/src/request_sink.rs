@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use chatstream_core::{meta, ChatRequest, RequestSink, Result};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 
 use crate::codec::{self, CONTENT_JSON};
@@ -12,7 +13,9 @@ use crate::AmqpConnection;
 /// Submits requests to the request queue (a [`RequestSink`]): persistent messages, publisher
 /// confirms, body in [`AmqpConfig::request_format`](crate::AmqpConfig::request_format), and
 /// `metadata["reply_to"]` also in the AMQP `reply_to` property (so dialects without room for
-/// metadata keep it). Published to the seed 004 exchange when one is configured.
+/// metadata keep it). Published to the seed 004 exchange when one is configured. The
+/// submit time goes in the `timestamp` property and, in milliseconds, in the
+/// `timestamp_in_ms` header, for the worker's queue wait metric.
 #[derive(Debug)]
 pub struct AmqpRequestSink {
     publisher: Publisher,
@@ -60,9 +63,19 @@ impl RequestSink for AmqpRequestSink {
     async fn submit(&self, request: &ChatRequest) -> Result<()> {
         let format = self.publisher.connection().config().request_format;
         let body = codec::encode_request(request, format);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut headers = FieldTable::default();
+        headers.insert(
+            codec::HEADER_TIMESTAMP_MS.into(),
+            AMQPValue::LongLongInt(i64::try_from(now_ms).unwrap_or(i64::MAX)),
+        );
         let mut properties = BasicProperties::default()
             .with_content_type(CONTENT_JSON.into())
-            .with_delivery_mode(2);
+            .with_delivery_mode(2)
+            .with_timestamp(now_ms / 1000)
+            .with_headers(headers);
         if let Some(rt) = request.metadata.get(meta::REPLY_TO) {
             properties = properties.with_reply_to(short(rt)?);
         }

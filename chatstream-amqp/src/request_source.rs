@@ -145,7 +145,7 @@ impl AmqpRequestSource {
             return None;
         }
         let request = chatstream_core::wire::decode_request(&message.body)
-            .map(|r| with_reply_to(r, &message));
+            .map(|r| with_enqueued_at(with_reply_to(r, &message), &message));
         Some(Delivery {
             request,
             attempt,
@@ -164,6 +164,26 @@ fn with_reply_to(mut request: ChatRequest, message: &Message) -> ChatRequest {
                 .entry(meta::REPLY_TO.to_owned())
                 .or_insert_with(|| rt.as_str().to_owned());
         }
+    }
+    request
+}
+
+/// RabbitMQ's `timestamp_in_ms` header (set by its `set_header_timestamp` message
+/// interceptor, and by [`AmqpRequestSink`](crate::AmqpRequestSink)), else the AMQP
+/// `timestamp` property (seconds), as `metadata["enqueued_at_ms"]` for the worker's queue
+/// wait metric. Requests without either (the seeds' pika clients) have no queue wait.
+fn with_enqueued_at(mut request: ChatRequest, message: &Message) -> ChatRequest {
+    let headers = message.properties.headers().as_ref();
+    let at = codec::header_u64(headers, codec::HEADER_TIMESTAMP_MS).or_else(|| {
+        message
+            .properties
+            .timestamp()
+            .map(|s| s.saturating_mul(1000))
+    });
+    if let Some(at) = at {
+        request
+            .metadata
+            .insert(meta::ENQUEUED_AT_MS.to_owned(), at.to_string());
     }
     request
 }

@@ -14,6 +14,11 @@
 //! | `chatstream_http_requests_total{method,route,status}` | counter | requests answered, when [`Metrics::layer`] is added |
 //! | `chatstream_http_request_duration_seconds{method,route,status}` | summary (`_sum`, `_count`) | time to the response head (not to the end of a stream) |
 //!
+//! A process that also runs a worker adds its metrics with [`Metrics::with_worker`]; a
+//! worker-only process serves them with [`worker_router`] (`GET /metrics` and `GET /ready`
+//! on a port of their own). The worker's metric names are listed in
+//! [`chatstream_core::worker::WorkerMetrics`]'s module.
+//!
 //! The text is written by hand: every value already lives in the gateway's atomics and is
 //! read when scraped, so the `metrics` facade and its exporter would only add a global
 //! recorder and a copy step. The route has no authentication: keep it off the public
@@ -35,6 +40,7 @@
 //! ```
 
 mod http;
+mod worker;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,9 +50,11 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use chatstream_core::worker::WorkerMetrics;
 use chatstream_core::Gateway;
 
 pub use http::{HttpMetricsLayer, HttpMetricsService, UNMATCHED};
+pub use worker::worker_router;
 
 use crate::ChatstreamState;
 
@@ -59,6 +67,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct Metrics {
     gateway: Gateway,
     http: Arc<http::HttpStats>,
+    worker: Option<WorkerMetrics>,
 }
 
 impl Metrics {
@@ -67,7 +76,15 @@ impl Metrics {
         Self {
             gateway,
             http: Arc::default(),
+            worker: None,
         }
+    }
+
+    /// Also reports the metrics of a worker running in the same process
+    /// (`chatstream_worker_*`, see [`WorkerMetrics`]), so one scrape covers both.
+    pub fn with_worker(mut self, worker: WorkerMetrics) -> Self {
+        self.worker = Some(worker);
+        self
     }
 
     /// `GET /metrics`.
@@ -158,6 +175,9 @@ impl Metrics {
         let _ = writeln!(out, "chatstream_{name}_sum {sum}");
         let _ = writeln!(out, "chatstream_{name}_count {}", load(&m.ttft_count));
         self.render_http(&mut out);
+        if let Some(worker) = &self.worker {
+            worker.render(&mut out);
+        }
         out
     }
 

@@ -213,6 +213,10 @@ pub mod meta {
     /// [`ToolLoopLayer`](crate::backend::ToolLoopLayer) on the request it passes inward,
     /// read by backends that can call tools (the OpenAI backend sends them as `tools`).
     pub const TOOLS: &str = "tools";
+    /// When the broker took the request in, in milliseconds since the Unix epoch: set by
+    /// a request source whose broker gives the time (RabbitMQ, Redis Streams), read by the
+    /// worker for its queue wait metric.
+    pub const ENQUEUED_AT_MS: &str = "enqueued_at_ms";
 }
 
 /// Why generation stopped.

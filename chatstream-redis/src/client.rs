@@ -353,6 +353,18 @@ impl Drop for Blocking {
     }
 }
 
+/// Ready while Redis answers `PING`.
+#[async_trait::async_trait]
+impl chatstream_core::HealthCheck for RedisClient {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    async fn check(&self) -> chatstream_core::Result<()> {
+        self.ping().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,17 +382,5 @@ mod tests {
         assert_eq!(cfg.url, "redis://localhost:6379/0");
         let bad = RedisConfig::from_lookup(|n| (n == "REDIS_THREAD_EXPIRY").then(|| "90d".into()));
         assert!(matches!(bad, Err(Error::Config { .. })));
-    }
-}
-
-/// Ready while Redis answers `PING`.
-#[async_trait::async_trait]
-impl chatstream_core::HealthCheck for RedisClient {
-    fn name(&self) -> &str {
-        "redis"
-    }
-
-    async fn check(&self) -> chatstream_core::Result<()> {
-        self.ping().await
     }
 }

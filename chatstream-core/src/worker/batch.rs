@@ -78,6 +78,8 @@ struct Item {
 pub(crate) struct BatchCounters {
     pub(crate) publishes: AtomicU64,
     pub(crate) envelopes: AtomicU64,
+    /// Time of each publish until the broker accepted it.
+    pub(crate) latency: super::metrics::PublishLatency,
 }
 
 /// Handle to the batcher task.
@@ -194,9 +196,12 @@ async fn run(
                 counters.envelopes.fetch_add(n as u64, Ordering::Relaxed);
                 let sink = sink.clone();
                 let dest = dest.clone();
+                let counters = counters.clone();
                 in_flight.push(
                     async move {
+                        let started = std::time::Instant::now();
                         let r = sink.publish(&dest, &batch).await.map_err(|e| e.to_string());
+                        counters.latency.0.observe_duration(started.elapsed());
                         (dest, r, trackers)
                     }
                     .boxed(),

@@ -9,6 +9,7 @@
 mod batch;
 mod cancel;
 mod coalesce;
+mod metrics;
 mod request;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 pub use coalesce::CoalesceConfig;
+pub use metrics::{WorkerMetrics, MAX_MODELS};
 
 use crate::{
     DynCancelChannel, DynConversationStore, DynLlmBackend, DynMessageSource, DynSessionFeed,
@@ -113,6 +115,10 @@ pub(crate) struct Counters {
     requeued: AtomicU64,
     lost: AtomicU64,
     batch: Arc<BatchCounters>,
+    /// Requests being answered now.
+    in_flight: AtomicU64,
+    models: metrics::Models,
+    queue_wait: metrics::QueueWait,
 }
 
 impl Counters {
@@ -300,6 +306,14 @@ impl WorkerHandle {
     /// Counters so far.
     pub fn stats(&self) -> WorkerStats {
         self.counters.snapshot()
+    }
+
+    /// The worker's metrics (outcomes and latencies by model), to serve in Prometheus'
+    /// text format; they stay readable after the worker stopped.
+    pub fn metrics(&self) -> WorkerMetrics {
+        WorkerMetrics {
+            counters: self.counters.clone(),
+        }
     }
 
     /// Stops taking requests, lets in-flight ones finish (requeueing those still running

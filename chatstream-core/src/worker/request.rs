@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::batch::{Batcher, Tracker};
 use super::cancel::CancelRegistry;
 use super::coalesce::Coalescer;
+use super::metrics::{ModelSeries, Outcome as Settled};
 use super::{Counters, WorkerConfig};
 use crate::{
     meta, Acker, ChatMessage, ChatRequest, Conversation, Delivery, Destination,
@@ -84,20 +85,45 @@ enum Outcome {
     GiveBack(Error),
 }
 
+/// Counts a request in flight until dropped.
+struct InFlight<'a>(&'a Counters);
+
+impl<'a> InFlight<'a> {
+    fn start(counters: &'a Counters) -> Self {
+        counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(counters)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The model label of requests rejected before their model was known.
+const UNKNOWN_MODEL: &str = "unknown";
+
 pub(crate) async fn handle(ctx: &Ctx, delivery: Delivery) {
     let Delivery {
         request,
         attempt,
         acker,
     } = delivery;
+    let _in_flight = InFlight::start(&ctx.counters);
     let request = match request.and_then(validate) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "dead-lettering malformed request");
+            ctx.counters
+                .models
+                .get(Some(UNKNOWN_MODEL))
+                .count(Settled::Rejected);
             dead_letter(ctx, acker, &e.to_string()).await;
             return;
         }
     };
+    observe_queue_wait(ctx, &request);
     let span = tracing::info_span!("request", stream = %request.key, attempt);
     async {
         if let Some(feed) = &ctx.feed {
@@ -111,9 +137,27 @@ pub(crate) async fn handle(ctx: &Ctx, delivery: Delivery) {
     .await;
 }
 
+/// Observes the time since the broker took the request in, where the source says.
+fn observe_queue_wait(ctx: &Ctx, request: &ChatRequest) {
+    let Some(at) = request
+        .metadata
+        .get(meta::ENQUEUED_AT_MS)
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    // Clocks of different hosts disagree a little: a negative wait counts as zero.
+    let waited = now.saturating_sub(at);
+    ctx.counters.queue_wait.0.observe(waited as f64 / 1000.0);
+}
+
 /// Answers a valid request and settles it.
 async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Acker>) {
     let key = request.key.clone();
+    let series = ctx.counters.models.get(request.model.as_deref());
     let mut out = Emitter {
         ctx,
         acker: &*acker,
@@ -129,8 +173,16 @@ async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Ac
     let (conversation_id, outcome) = match load_conversation(ctx, &request).await {
         Ok(conv) => {
             let id = conv.meta.id.clone();
-            let outcome =
-                generate(ctx, &request, &conv, &mut out, &guard.notify, &mut answer).await;
+            let outcome = generate(
+                ctx,
+                &request,
+                &conv,
+                &mut out,
+                &guard.notify,
+                &mut answer,
+                &series,
+            )
+            .await;
             (Some(id), outcome)
         }
         // A store that cannot be reached is a passing fault: let the broker retry.
@@ -144,6 +196,7 @@ async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Ac
     if acker.is_lost() {
         tracing::info!("the broker took the request back with the connection; stopped");
         ctx.counters.lost.fetch_add(1, Ordering::Relaxed);
+        series.count(Settled::Lost);
         return;
     }
 
@@ -151,6 +204,7 @@ async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Ac
         Outcome::GiveBack(e) => {
             tracing::warn!(error = %e, "giving the request back to the broker");
             ctx.counters.requeued.fetch_add(1, Ordering::Relaxed);
+            series.count(Settled::Requeued);
             let _ = acker.nack(true).await;
             return;
         }
@@ -161,13 +215,16 @@ async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Ac
             },
             None,
         ),
-        Outcome::Cancelled { usage } => (
-            StreamEvent::End {
-                finish_reason: FinishReason::Cancelled,
-                usage: Some(usage),
-            },
-            None,
-        ),
+        Outcome::Cancelled { usage } => {
+            count_tokens(&series, &usage);
+            (
+                StreamEvent::End {
+                    finish_reason: FinishReason::Cancelled,
+                    usage: Some(usage),
+                },
+                None,
+            )
+        }
         Outcome::Failed(e) => {
             let _ = out
                 .emit(StreamEvent::Error {
@@ -214,6 +271,7 @@ async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Ac
     if let Err(e) = published {
         tracing::warn!(error = %e, "stream not fully published; requeueing");
         ctx.counters.requeued.fetch_add(1, Ordering::Relaxed);
+        series.count(Settled::Requeued);
         let _ = acker.nack(true).await;
         return;
     }
@@ -221,8 +279,10 @@ async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Ac
         None => {
             if cancelled {
                 ctx.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+                series.count(Settled::Cancelled);
             } else {
                 ctx.counters.completed.fetch_add(1, Ordering::Relaxed);
+                series.count(Settled::Completed);
             }
             if let Err(e) = acker.ack().await {
                 tracing::warn!(error = %e, "ack failed; the broker will redeliver");
@@ -230,6 +290,7 @@ async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Ac
         }
         Some(e) => {
             ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
+            series.count(Settled::Failed);
             dead_letter(ctx, acker, &format!("generation failed: {e}")).await;
         }
     }
@@ -302,6 +363,7 @@ async fn generate(
     out: &mut Emitter<'_>,
     cancel: &tokio::sync::Notify,
     answer: &mut String,
+    series: &ModelSeries,
 ) -> Outcome {
     let status = |status, conversation_id| StreamEvent::Status {
         status,
@@ -328,6 +390,7 @@ async fn generate(
         }
     };
     tokio::pin!(lost);
+    let started = Instant::now();
     let mut events = tokio::select! {
         r = ctx.backend.stream(request, conversation) => match r {
             Ok(s) => s,
@@ -392,6 +455,9 @@ async fn generate(
                 return Outcome::Failed(e);
             }
             Step::Event(Some(Ok(LlmEvent::TextDelta(t)))) => {
+                if deltas == 0 {
+                    series.ttft.observe_duration(started.elapsed());
+                }
                 deltas = deltas.saturating_add(1);
                 if !responding && ctx.config.status_events {
                     responding = true;
@@ -436,7 +502,25 @@ async fn generate(
             return Outcome::GiveBack(e);
         }
     }
+    let counted = counted_usage(request, conversation, usage, deltas);
+    count_tokens(series, &counted);
+    let seconds = started.elapsed().as_secs_f64();
+    if seconds > 0.0 {
+        series
+            .rate
+            .observe(f64::from(counted.completion_tokens) / seconds);
+    }
     Outcome::Finished { finish, usage }
+}
+
+/// Adds an answer's tokens to its model's counters.
+fn count_tokens(series: &ModelSeries, usage: &Usage) {
+    series
+        .prompt_tokens
+        .fetch_add(u64::from(usage.prompt_tokens), Ordering::Relaxed);
+    series
+        .completion_tokens
+        .fetch_add(u64::from(usage.completion_tokens), Ordering::Relaxed);
 }
 
 /// The usage of a cancelled generation: the backend's counts when it gave them before the

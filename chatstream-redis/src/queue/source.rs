@@ -113,7 +113,17 @@ impl RedisRequestSource {
 
     fn delivery(&self, id: String, body: Vec<u8>, attempt: u32) -> Delivery {
         self.lease.in_flight().insert(id.clone());
-        let request = chatstream_core::wire::decode_request(&body);
+        // A stream entry's id starts with the time Redis added it (ms): the queue wait.
+        let enqueued_at = id.split('-').next().and_then(|ms| ms.parse::<u64>().ok());
+        let request = chatstream_core::wire::decode_request(&body).map(|mut r| {
+            if let Some(ms) = enqueued_at {
+                r.metadata.insert(
+                    chatstream_core::meta::ENQUEUED_AT_MS.to_owned(),
+                    ms.to_string(),
+                );
+            }
+            r
+        });
         Delivery {
             request,
             attempt,
