@@ -48,6 +48,8 @@
 //! | `REDIS_THREAD_EXPIRY` | `7776000` (90 days) | seconds a thread lives after its last use |
 //! | `ASSISTANT_TOKEN_BUS` | `rabbitmq` | how answers travel from workers to the WebSocket instances: `rabbitmq`, the durable RabbitMQ token stream (`RABBITMQ_TOKEN_STREAM`, default `chatstream.tokens.log`; `RABBITMQ_STREAM_MAX_AGE`, `RABBITMQ_STREAM_MAX_BYTES`), which keeps them through a RabbitMQ restart; or `redis`, the Redis bus (as durable as the Redis: without persistence a Redis restart loses the streams in flight). Both resume on any instance |
 //! | `LOG_LEVEL` | `info` | `debug`, `info`, `warning`, `error`, or a `tracing` filter |
+//! | `METRICS_PORT` | unset | serve the worker's metrics (`GET /metrics`, Prometheus text) and readiness (`GET /ready`) on this port (`0`: any free port, printed at start); off when unset or gateway-only (`GET /ready` is on the main port too) |
+//! | `METRICS_HOST` | `0.0.0.0` | address of the metrics port |
 
 mod support;
 
@@ -62,6 +64,7 @@ use chatstream::amqp::{
     AmqpConfig, AmqpConnection, AmqpRequestSink, AmqpRequestSource, AmqpTokenSink, AmqpTokenSource,
     TokenTopology,
 };
+use chatstream::axum::ready::Readiness;
 use chatstream::axum::ws::{Channels, WsEndpoint};
 use chatstream::axum::{method_not_allowed, not_found, seed001, ChatstreamState};
 use chatstream::backend::{
@@ -372,6 +375,14 @@ async fn serve(config: &RedisConfig, gateway_only: bool) -> Res<()> {
             .build();
         Some(worker.spawn())
     };
+    // Readiness: RabbitMQ and Redis answer, until shutdown; `GET /ready` on the main port,
+    // and with the worker's metrics on `METRICS_PORT` when set.
+    let ready = Readiness::new()
+        .check(Arc::new(amqp.clone()))
+        .check(Arc::new(redis.clone()));
+    if let Some(worker) = &worker {
+        support::serve_worker_metrics("assistant_ws", worker.metrics(), ready.clone()).await?;
+    }
     let tokens: Arc<DynTokenSource> = if on_rabbitmq {
         Arc::new(AmqpTokenSource::new(&amqp).await?)
     } else {
@@ -390,6 +401,7 @@ async fn serve(config: &RedisConfig, gateway_only: bool) -> Res<()> {
         .with_channels(channels)
         .router()
         .merge(seed001::router(state))
+        .merge(ready.router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
 
@@ -415,7 +427,7 @@ async fn serve(config: &RedisConfig, gateway_only: bool) -> Res<()> {
         config.prefix
     );
 
-    chatstream::axum::serve(listener, app, gateway, shutdown_signal()).await?;
+    chatstream::axum::serve(listener, app, gateway, ready.shutdown_on(shutdown_signal())).await?;
     if let Some(worker) = worker {
         let stats = worker.shutdown().await;
         tracing::info!(completed = stats.completed, "worker stopped");

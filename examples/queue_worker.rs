@@ -30,6 +30,8 @@
 //! | `RABBITMQ_STREAM_MAX_AGE` | `3600` | seconds the log keeps envelopes: how long a finished answer stays resumable |
 //! | `RABBITMQ_STREAM_MAX_BYTES` | `1073741824` | the log's size cap (1 GiB); under load it, not the age, bounds how far back a resume reaches |
 //! | `CORS_ORIGINS` | unset | comma-separated origins allowed to call the REST API (`*`: any) |
+//! | `METRICS_PORT` | unset | serve the worker's metrics (`GET /metrics`, Prometheus text) and readiness (`GET /ready`) on this port (`0`: any free port, printed at start); off when unset |
+//! | `METRICS_HOST` | `0.0.0.0` | address of the metrics port |
 //! | `REDIS_URL`, `REDIS_PREFIX` | unset, `cosmo:` | where the REST side keeps the OpenAI Responses API's stored responses, shared by every `--rest-only` instance; unset: in this process's memory |
 //!
 //! Modes: by default one process runs a worker and the REST API. `--worker-only` (or
@@ -159,6 +161,13 @@ async fn run() -> Result<(), Box<dyn Error>> {
     } else {
         Some(start_worker(&config, args.concurrency).await?)
     };
+    // The worker's readiness: its broker connection, until shutdown.
+    let worker_ready = worker
+        .as_ref()
+        .map(|(conn, _)| Readiness::new().check(Arc::new(conn.clone())));
+    if let (Some((_, handle)), Some(ready)) = (&worker, &worker_ready) {
+        support::serve_worker_metrics("queue_worker", handle.metrics(), ready.clone()).await?;
+    }
     if worker.is_some() {
         println!(
             "queue_worker: worker answering {where_} ({} at once)",
@@ -172,6 +181,9 @@ async fn run() -> Result<(), Box<dyn Error>> {
         tracing::info!("shutting down");
     } else {
         serve_rest(&config, args.rest_topology, &where_).await?;
+    }
+    if let Some(ready) = &worker_ready {
+        ready.set_shutting_down();
     }
 
     if let Some((conn, handle)) = worker {

@@ -20,6 +20,8 @@
 //! | `OPENAI_URL`, `OPENAI_API_KEY` | unset | when either is set, answers come from that OpenAI-compatible server (`OPENAI_MODEL`, default `deepseek-r1:8b`); otherwise the seed's demo answer |
 //! | `TOKEN_DELAY_MS` | `100` | the demo answer's delay between two characters (the seed's 0.1 s) |
 //! | `WORKER_CONCURRENCY` | `16` | requests this process answers at once |
+//! | `METRICS_PORT` | unset | serve the worker's metrics (`GET /metrics`, Prometheus text) and readiness (`GET /ready`) on this port (`0`: any free port, printed at start); off when unset. Readiness checks Redis when `REDIS_URL` is set; the Service Bus client offers no cheap connection probe, so there it only turns 503 at shutdown |
+//! | `METRICS_HOST` | `0.0.0.0` | address of the metrics port |
 //!
 //! (`SERVICEBUS_ENDPOINT` with `SERVICEBUS_SHARED_ACCESS_KEY_NAME` and
 //! `SERVICEBUS_SHARED_ACCESS_KEY` connect with a shared access key, and
@@ -95,12 +97,14 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let source = conn.request_source().await?;
     let mut sink: Arc<DynTokenSink> = Arc::new(conn.token_sink().await?);
     let mut history = String::new();
+    let mut checks: Vec<Arc<dyn chatstream::HealthCheck>> = Vec::new();
     if env("REDIS_URL").is_some() {
         // Each batch goes to the Redis bus first, then to Service Bus: gateways that did not
         // see a stream read it back from there.
         let redis = RedisConfig::from_env()?;
         history = format!(", logged to the Redis bus (prefix {})", redis.prefix);
         let client = RedisClient::from_config(&redis).await?;
+        checks.push(Arc::new(client.clone()));
         let log = RedisTokenSink::new(client, BusConfig::default()).await?;
         sink = Arc::new(LoggedTokenSink::new(sink, Arc::new(log)));
     }
@@ -118,9 +122,21 @@ async fn run() -> Result<(), Box<dyn Error>> {
         "servicebus_worker: answering subscription {subscription}, tokens to topic {tokens_topic}{history} ({concurrency} at once)"
     );
     tracing::info!(%subscription, "waiting for messages");
+    #[cfg(feature = "axum")]
+    let ready = {
+        let ready = checks
+            .into_iter()
+            .fold(chatstream::axum::ready::Readiness::new(), |r, c| r.check(c));
+        support::serve_worker_metrics("servicebus_worker", worker.metrics(), ready.clone()).await?;
+        ready
+    };
+    #[cfg(not(feature = "axum"))]
+    drop(checks);
 
     shutdown_signal().await;
     tracing::info!("shutting down");
+    #[cfg(feature = "axum")]
+    ready.set_shutting_down();
     let stats = worker.shutdown().await;
     tracing::info!(
         completed = stats.completed,

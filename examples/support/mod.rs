@@ -129,3 +129,34 @@ pub(crate) fn http_edge(app: axum::Router) -> axum::Router {
     }
     app.layer(tower_http::trace::TraceLayer::new_for_http())
 }
+
+/// When `METRICS_PORT` is set, serves a worker's `GET /metrics` (Prometheus text) and
+/// `GET /ready` on `METRICS_HOST` (default `0.0.0.0`) : `METRICS_PORT` (`0`: any free port)
+/// in the background, and prints `{name}: metrics on {url}/metrics`. Off when unset.
+#[cfg(feature = "axum")]
+pub(crate) async fn serve_worker_metrics(
+    name: &str,
+    metrics: chatstream::worker::WorkerMetrics,
+    ready: chatstream::axum::ready::Readiness,
+) -> Result<(), Box<dyn Error>> {
+    let Some(raw) = env("METRICS_PORT") else {
+        return Ok(());
+    };
+    let port: u16 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("METRICS_PORT must be a port number, got {raw:?}"))?;
+    let host = env("METRICS_HOST").unwrap_or_else(|| "0.0.0.0".to_owned());
+    let listener = bind(&host, port, "set METRICS_PORT or METRICS_HOST").await?;
+    println!(
+        "{name}: metrics on {}/metrics",
+        local_url(listener.local_addr()?)
+    );
+    let app = chatstream::axum::metrics::worker_router(metrics, ready);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics server stopped");
+        }
+    });
+    Ok(())
+}

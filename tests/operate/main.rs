@@ -1,7 +1,7 @@
 //! Operating a deployment, end to end with the real example binaries over the real
 //! RabbitMQ: readiness (`GET /ready`) follows the broker connection through a cuttable TCP
 //! proxy, and a worker-only process's metrics (`METRICS_PORT`) move as requests are
-//! answered, fail and are dead-lettered.
+//! answered, fail and are dead-lettered (and the worker's `/ready` on that port).
 //!
 //! Each test uses a request queue of its own and deletes what it declared. Skips when
 //! RabbitMQ is unreachable (`CHATSTREAM_AMQP_URL`, default
@@ -11,9 +11,10 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod metrics;
 mod proxy;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatstream_core::testkit::fake_openai::{Answer, Behaviour, FakeOpenAi};
@@ -34,6 +35,17 @@ pub(crate) struct Setup {
     queue: String,
     stream: String,
     fake: FakeOpenAi,
+    /// More queues to delete (`response_{uid}`).
+    extra_queues: Mutex<Vec<String>>,
+}
+
+/// Ports a started `queue_worker` printed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ports {
+    /// The REST API's.
+    pub(crate) rest: Option<u16>,
+    /// The worker's metrics port's (`METRICS_PORT`).
+    pub(crate) metrics: Option<u16>,
 }
 
 impl Setup {
@@ -50,18 +62,19 @@ impl Setup {
             queue: format!("e2e-operate-{}", &id[..12]),
             stream: format!("e2e-operate-{}.log", &id[..12]),
             fake: FakeOpenAi::start(behaviour).await,
+            extra_queues: Mutex::default(),
         })
     }
 
     /// The example `queue_worker` with `args`, on this setup's queue and fake LLM, over
     /// `amqp_url`; `env` adds variables. Waits for its ready line (the worker consuming,
-    /// the REST API's address): returns the REST port when it serves one.
+    /// the REST API's address): returns the ports it printed.
     pub(crate) async fn start(
         &self,
         amqp_url: &str,
         args: &[&str],
         env: &[(&str, &str)],
-    ) -> Started<Option<u16>> {
+    ) -> Started<Ports> {
         let mut cmd = Command::new(example_path("queue_worker"));
         cmd.args(args)
             .env("RABBITMQ_URL", amqp_url)
@@ -84,12 +97,13 @@ impl Setup {
         }
         let wants_rest = !args.contains(&"--worker-only");
         let wants_worker = !args.contains(&"--rest-only");
-        let (mut worker_ready, mut port) = (false, None);
+        let (mut worker_ready, mut rest, mut metrics) = (false, None, None);
         start(cmd, &format!("queue_worker {args:?}"), WAIT, |line| {
             worker_ready |= line.starts_with("queue_worker: worker answering");
-            port = port.or(port_after(line, "REST API on http://127.0.0.1:"));
-            let ready = (!wants_worker || worker_ready) && (!wants_rest || port.is_some());
-            ready.then_some(port)
+            rest = rest.or(port_after(line, "REST API on http://127.0.0.1:"));
+            metrics = metrics.or(port_after(line, "metrics on http://127.0.0.1:"));
+            let ready = (!wants_worker || worker_ready) && (!wants_rest || rest.is_some());
+            ready.then_some(Ports { rest, metrics })
         })
         .await
     }
@@ -98,7 +112,13 @@ impl Setup {
 impl Drop for Setup {
     fn drop(&mut self) {
         let client = self.client.clone();
-        let queues = [self.queue.clone(), self.stream.clone()];
+        let mut queues = vec![self.queue.clone(), self.stream.clone()];
+        queues.extend(
+            self.extra_queues
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..),
+        );
         block_on_aside(async move {
             if let Ok(ch) = client.create_channel().await {
                 for q in queues {
@@ -155,7 +175,7 @@ async fn readiness_follows_the_broker_connection_through_a_cut_and_back() {
     let started = setup
         .start(&via(&url, proxy.port()), &["--rest-only"], &[])
         .await;
-    let port = started.ready.expect("the REST API's port");
+    let port = started.ready.rest.expect("the REST API's port");
 
     let body = ready_until(port, " 200 ").await;
     let json: serde_json::Value = serde_json::from_str(&body).expect("json");
