@@ -15,7 +15,8 @@ use crate::AmqpConnection;
 /// `metadata["reply_to"]` also in the AMQP `reply_to` property (so dialects without room for
 /// metadata keep it). Published to the seed 004 exchange when one is configured. The
 /// submit time goes in the `timestamp` property and, in milliseconds, in the
-/// `timestamp_in_ms` header, for the worker's queue wait metric.
+/// `timestamp_in_ms` header, for the worker's queue wait metric; the W3C trace context
+/// (`metadata["traceparent"]`, `["tracestate"]`) also in headers of those names.
 #[derive(Debug)]
 pub struct AmqpRequestSink {
     publisher: Publisher,
@@ -71,6 +72,12 @@ impl RequestSink for AmqpRequestSink {
             codec::HEADER_TIMESTAMP_MS.into(),
             AMQPValue::LongLongInt(i64::try_from(now_ms).unwrap_or(i64::MAX)),
         );
+        // The trace context in headers too: seed 003 and 004 bodies have no metadata.
+        for name in [meta::TRACEPARENT, meta::TRACESTATE] {
+            if let Some(value) = request.metadata.get(name) {
+                headers.insert(name.into(), codec::text(value));
+            }
+        }
         let mut properties = BasicProperties::default()
             .with_content_type(CONTENT_JSON.into())
             .with_delivery_mode(2)

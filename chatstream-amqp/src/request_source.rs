@@ -185,6 +185,12 @@ fn with_enqueued_at(mut request: ChatRequest, message: &Message) -> ChatRequest 
             .metadata
             .insert(meta::ENQUEUED_AT_MS.to_owned(), at.to_string());
     }
+    // The W3C trace context from headers, for bodies without metadata (seed 003, 004).
+    for name in [meta::TRACEPARENT, meta::TRACESTATE] {
+        if let Some(value) = codec::header_text(headers, name) {
+            request.metadata.entry(name.to_owned()).or_insert(value);
+        }
+    }
     request
 }
 

@@ -54,6 +54,7 @@ pub mod history;
 pub mod memory;
 mod model;
 mod traits;
+pub mod trace;
 pub mod wire;
 pub mod worker;
 

@@ -217,6 +217,12 @@ pub mod meta {
     /// a request source whose broker gives the time (RabbitMQ, Redis Streams), read by the
     /// worker for its queue wait metric.
     pub const ENQUEUED_AT_MS: &str = "enqueued_at_ms";
+    /// The W3C `traceparent` of the span that submitted the request (see
+    /// [`trace`](crate::trace)); brokers whose body format has no room for metadata carry
+    /// it in a message header of the same name.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// The W3C `tracestate` that goes with [`TRACEPARENT`].
+    pub const TRACESTATE: &str = "tracestate";
 }
 
 /// Why generation stopped.

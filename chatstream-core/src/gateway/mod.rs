@@ -183,8 +183,23 @@ impl Gateway {
         let hub = self.hub_for(&request.key, None);
         let stream = hub.join(&self.inner, None);
         hub.ready(SUBSCRIBE_LIMIT).await?;
-        self.inner.requests.submit(&request).await?;
+        self.send(request).await?;
         Ok(stream)
+    }
+
+    /// Hands the request to the broker in a `send` span (OpenTelemetry messaging
+    /// conventions), whose trace context the request carries to the worker.
+    async fn send(&self, mut request: ChatRequest) -> Result<()> {
+        let span = tracing::info_span!(
+            "send",
+            otel.name = "send chat request",
+            otel.kind = "producer",
+            messaging.operation.type = "send",
+            messaging.operation.name = "submit",
+            gen_ai.request.model = request.model.as_deref().unwrap_or_default(),
+        );
+        crate::trace::inject_metadata(&span, &mut request.metadata);
+        tracing::Instrument::instrument(self.inner.requests.submit(&request), span).await
     }
 
     /// Submits a request whose stream a client will fetch later (with
@@ -194,7 +209,7 @@ impl Gateway {
         let hub = self.hub_for(&request.key, None);
         hub.hold(&self.inner, self.inner.config.detached_hold);
         hub.ready(SUBSCRIBE_LIMIT).await?;
-        self.inner.requests.submit(&request).await
+        self.send(request).await
     }
 
     /// A client stream of `key`, replaying what came after `after_seq` (`None`: from the

@@ -124,7 +124,19 @@ pub(crate) async fn handle(ctx: &Ctx, delivery: Delivery) {
         }
     };
     observe_queue_wait(ctx, &request);
-    let span = tracing::info_span!("request", stream = %request.key, attempt);
+    // The `process` span of the OpenTelemetry messaging conventions, a child of the span
+    // that submitted the request when the request carries its trace context (else a root).
+    let span = tracing::info_span!(
+        parent: None,
+        "request",
+        otel.name = "process chat request",
+        otel.kind = "consumer",
+        messaging.operation.type = "process",
+        gen_ai.request.model = request.model.as_deref().unwrap_or_default(),
+        stream = %request.key,
+        attempt,
+    );
+    crate::trace::extract_metadata(&request.metadata, &span);
     async {
         if let Some(feed) = &ctx.feed {
             if let Err(e) = feed.announce(&request.key).await {

@@ -55,7 +55,16 @@ pub(super) fn transport(
     tower::service_fn(move |factory: HttpRequestFactory| -> ResponseFuture {
         let http = http.clone();
         Box::pin(async move {
-            let request = factory.build().await?;
+            let mut request = factory.build().await?;
+            // The current span is the backend's `chat` span: its context goes upstream.
+            crate::trace::inject(&tracing::Span::current(), &mut |name, value| {
+                if let (Ok(name), Ok(value)) = (
+                    reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                    reqwest::header::HeaderValue::from_str(&value),
+                ) {
+                    request.headers_mut().insert(name, value);
+                }
+            });
             let response = http.execute(request).await?;
             let status = response.status();
             if status.is_success() {

@@ -206,10 +206,26 @@ impl LlmBackend for OpenAiBackend {
         conversation: &Conversation,
     ) -> Result<LlmStream> {
         let body = self.chat_request(request, conversation)?;
+        // The LLM call's span (OpenTelemetry gen_ai conventions): open until the answer's
+        // stream is dropped; the HTTP request sends its context upstream (`traceparent`).
+        let span = tracing::info_span!(
+            "chat",
+            otel.name = %format!("chat {}", body.model),
+            otel.kind = "client",
+            gen_ai.operation.name = "chat",
+            gen_ai.system = "openai",
+            gen_ai.request.model = %body.model,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+        );
         let deadline = Instant::now() + self.config.timeout;
         let idle = self.config.idle_timeout;
         let chat = self.client.chat();
-        let open = chat.create_stream_byot::<_, Chunk>(body);
+        let open = tracing::Instrument::instrument(
+            chat.create_stream_byot::<_, Chunk>(body),
+            span.clone(),
+        );
         let chunks: ChunkStream = match timeout_at(deadline.min(Instant::now() + idle), open).await
         {
             Ok(Ok(chunks)) => chunks,
@@ -222,6 +238,7 @@ impl LlmBackend for OpenAiBackend {
             ready: VecDeque::new(),
             deadline,
             idle,
+            span,
         };
         Ok(futures::stream::unfold(reader, Reader::next).boxed())
     }
@@ -235,12 +252,26 @@ struct Reader {
     ready: VecDeque<Result<LlmEvent>>,
     deadline: Instant,
     idle: std::time::Duration,
+    /// The LLM call's span, closed when the stream is dropped.
+    span: tracing::Span,
 }
 
 impl Reader {
     async fn next(mut self) -> Option<(Result<LlmEvent>, Self)> {
         loop {
             if let Some(event) = self.ready.pop_front() {
+                match &event {
+                    Ok(LlmEvent::Usage(u)) => {
+                        self.span
+                            .record("gen_ai.usage.input_tokens", u.prompt_tokens)
+                            .record("gen_ai.usage.output_tokens", u.completion_tokens);
+                    }
+                    Ok(LlmEvent::Finish(f)) => {
+                        self.span
+                            .record("gen_ai.response.finish_reasons", f.as_str());
+                    }
+                    _ => {}
+                }
                 if event.is_err() {
                     self.chunks = None;
                     self.ready.clear();
