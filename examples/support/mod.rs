@@ -9,6 +9,8 @@
 // be dead code there.
 #![allow(dead_code)]
 
+pub(crate) mod telemetry;
+
 use std::error::Error;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -23,7 +25,9 @@ pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// Logs to stderr (stdout carries the lines the examples print for people and tests) at
+/// Logs to stderr (stdout carries the lines the examples print for people and tests), one
+/// JSON object per line with the trace id when `LOG_FORMAT=json`, and exports spans over
+/// OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see [`telemetry`]); log lines at
 /// `LOG_LEVEL`, `default` when unset: a `tracing` filter, or a level name of Python's
 /// logging or Go's logrus (`WARNING`, `CRITICAL`, `FATAL`, `PANIC`), as the seeds use them.
 pub(crate) fn init_logging(default: &str) {
@@ -37,10 +41,7 @@ pub(crate) fn init_logging(default: &str) {
         eprintln!("LOG_LEVEL {level:?} is not a level or filter; using {default}");
         EnvFilter::new(default)
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    telemetry::init(filter);
 }
 
 /// The port number in environment variable `name`, or `default` when it is unset.
@@ -96,10 +97,12 @@ pub(crate) fn configured_openai() -> Result<Option<Arc<DynLlmBackend>>, Box<dyn 
     Ok(None)
 }
 
-/// The exit code for what `run` returned; an error is printed as `name: message: cause`
+/// The exit code for what `run` returned, after the spans still buffered were exported; an error is printed as `name: message: cause`
 /// (each cause not already in the message), not as the `Debug` dump `main` returning an
 /// error would print.
 pub(crate) fn exit_code(name: &str, result: Result<(), Box<dyn Error>>) -> ExitCode {
+    // Export the spans still buffered before the process ends.
+    telemetry::shutdown();
     let Err(e) = result else {
         return ExitCode::SUCCESS;
     };
@@ -119,7 +122,7 @@ pub(crate) fn exit_code(name: &str, result: Result<(), Box<dyn Error>>) -> ExitC
 
 /// `app` as a service of the seeds serves it: JSON 404 and 405 errors, CORS for the
 /// comma-separated origins of `CORS_ORIGINS` when set (`*`: any), and a trace span per
-/// request.
+/// request (`chatstream::axum::trace_layer`: continues a client's W3C `traceparent`).
 pub(crate) fn http_edge(app: axum::Router) -> axum::Router {
     let mut app = app
         .fallback(chatstream::axum::not_found)
@@ -127,7 +130,7 @@ pub(crate) fn http_edge(app: axum::Router) -> axum::Router {
     if let Some(origins) = env("CORS_ORIGINS") {
         app = app.layer(chatstream::axum::cors_layer(&origins));
     }
-    app.layer(tower_http::trace::TraceLayer::new_for_http())
+    app.layer(chatstream::axum::trace_layer())
 }
 
 /// When `METRICS_PORT` is set, serves a worker's `GET /metrics` (Prometheus text) and

@@ -1,7 +1,8 @@
 //! Operating a deployment, end to end with the real example binaries over the real
 //! RabbitMQ: readiness (`GET /ready`) follows the broker connection through a cuttable TCP
 //! proxy, and a worker-only process's metrics (`METRICS_PORT`) move as requests are
-//! answered, fail and are dead-lettered (and the worker's `/ready` on that port).
+//! answered, fail and are dead-lettered (and the worker's `/ready` on that port); and
+//! one trace holds the gateway's, the worker's and the LLM call's spans (`traces`).
 //!
 //! Each test uses a request queue of its own and deletes what it declared. Skips when
 //! RabbitMQ is unreachable (`CHATSTREAM_AMQP_URL`, default
@@ -13,6 +14,7 @@ mod support;
 
 mod metrics;
 mod proxy;
+mod traces;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

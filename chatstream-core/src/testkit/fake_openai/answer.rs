@@ -22,7 +22,10 @@ pub(super) async fn serve(mut socket: TcpStream, shared: Arc<Shared>) {
     };
     let path = request.path.strip_prefix("/v1").unwrap_or(&request.path);
     let _ = match (request.method.as_str(), path) {
-        ("POST", "/chat/completions") => chat(&mut socket, &shared, &request.body).await,
+        ("POST", "/chat/completions") => {
+            lock(&shared.traceparents).push(request.traceparent.clone());
+            chat(&mut socket, &shared, &request.body).await
+        }
         ("GET", "/models") => {
             let body = json!({"object": "list", "data": [
                 {"id": MODEL, "object": "model", "created": 0, "owned_by": "chatstream"}

@@ -12,6 +12,8 @@ pub(super) struct Request {
     pub(super) method: String,
     pub(super) path: String,
     pub(super) body: Vec<u8>,
+    /// The W3C `traceparent` header, when sent.
+    pub(super) traceparent: Option<String>,
 }
 
 /// Why a request could not be read: the status to answer with.
@@ -39,6 +41,7 @@ pub(super) async fn read_request(socket: &mut TcpStream) -> Option<Result<Reques
         return Some(Err((400, "malformed request line")));
     };
     let mut length = 0usize;
+    let mut traceparent = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             return Some(Err((400, "malformed header")));
@@ -50,6 +53,8 @@ pub(super) async fn read_request(socket: &mut TcpStream) -> Option<Result<Reques
                 Ok(_) => return Some(Err((413, "request body too large"))),
                 Err(_) => return Some(Err((400, "malformed Content-Length"))),
             }
+        } else if name.eq_ignore_ascii_case("traceparent") {
+            traceparent = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Some(Err((411, "send a Content-Length, not a chunked body")));
         }
@@ -68,6 +73,7 @@ pub(super) async fn read_request(socket: &mut TcpStream) -> Option<Result<Reques
         method: method.to_owned(),
         path,
         body,
+        traceparent,
     }))
 }
 

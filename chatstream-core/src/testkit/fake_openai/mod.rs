@@ -220,6 +220,7 @@ struct Shared {
     behaviour: Mutex<Behaviour>,
     framing: Framing,
     requests: Mutex<Vec<Value>>,
+    traceparents: Mutex<Vec<Option<String>>>,
     next_id: AtomicU64,
     tokens_streamed: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -256,6 +257,7 @@ impl FakeOpenAi {
             behaviour: Mutex::new(behaviour),
             framing,
             requests: Mutex::new(Vec::new()),
+            traceparents: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             tokens_streamed: Arc::default(),
         });
@@ -280,6 +282,12 @@ impl FakeOpenAi {
     /// The JSON bodies of the chat completion requests received so far, oldest first.
     pub fn requests(&self) -> Vec<Value> {
         lock(&self.shared.requests).clone()
+    }
+
+    /// The W3C `traceparent` header of each chat completion request received so far
+    /// (`None` for a request without one), oldest first.
+    pub fn traceparents(&self) -> Vec<Option<String>> {
+        lock(&self.shared.traceparents).clone()
     }
 
     /// Answer tokens written to clients so far, over all streamed answers: a client that
