@@ -5,6 +5,7 @@
 //! worker's `process` span and the LLM call's `chat` span follow, each the child of the one
 //! before, and the fake OpenAI server receives the `chat` span's `traceparent`.
 
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use axum::routing::post;
 use axum::Router;
 use chatstream_core::testkit::fake_openai::{Behaviour, FakeOpenAi};
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use crate::support::{example_path, http, port_after, start, within};
@@ -174,13 +176,24 @@ async fn the_quickstart_exports_one_trace_from_the_client_to_the_llm() {
         .env("OPENAI_URL", fake.base_url())
         .env("OPENAI_API_KEY", "dummy-token")
         .env("OPENAI_MODEL", "fake-model")
-        .env("LOG_LEVEL", "warning");
+        // JSON log lines; the HTTP layer's `response` event (DEBUG) is one per request.
+        .env("LOG_FORMAT", "json")
+        .env("LOG_LEVEL", "warn,chatstream_axum::trace=debug")
+        .stderr(Stdio::piped());
     otel_env(&mut cmd, &collector, "quickstart");
-    let started = start(cmd, "quickstart", WAIT, |line| {
+    let mut started = start(cmd, "quickstart", WAIT, |line| {
         port_after(line, "http://127.0.0.1:")
     })
     .await;
     let port = started.ready;
+    let stderr = started.child.stderr.take().expect("stderr");
+    let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = log_tx.send(line);
+        }
+    });
 
     let post = format!(
         "POST /api/chat HTTP/1.0\r\nContent-Type: application/json\r\n{}",
@@ -198,6 +211,24 @@ async fn the_quickstart_exports_one_trace_from_the_client_to_the_llm() {
         .await;
     assert_eq!(server.service, "quickstart");
     assert_chain(&collector, &fake, &server, "fake-model").await;
+
+    // LOG_FORMAT=json: every line one JSON object; the POST's lines carry its trace id.
+    let line = within("a JSON log line of the client's trace", WAIT, async {
+        while let Some(line) = log_rx.recv().await {
+            let json: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+            if json["trace_id"] == CLIENT_TRACE {
+                return json;
+            }
+        }
+        panic!("stderr closed");
+    })
+    .await;
+    assert_eq!(line["span"], "request", "{line}");
+    assert!(
+        line["level"].is_string() && line["timestamp"].is_string(),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
