@@ -45,8 +45,8 @@ use chatstream::amqp::{
     AmqpCancelChannel, AmqpConfig, AmqpConnection, AmqpRequestSink, AmqpRequestSource,
     AmqpTokenSink, AmqpTokenSource, TokenTopology,
 };
-use chatstream::axum::auth::{looks_like_jwt, Authenticator, JwtAuthenticator, Principal};
 use chatstream::axum::auth::StaticTokens;
+use chatstream::axum::auth::{looks_like_jwt, Authenticator, JwtAuthenticator, Principal};
 use chatstream::axum::{seed002, ApiError, ChatstreamState};
 use chatstream::backend::{MaxTokensLayer, SentenceLimitLayer};
 use chatstream::postgres::{PgConversationStore, PgStoreConfig, DATABASE_URL_ENV};

@@ -159,7 +159,7 @@ impl AmqpConnection {
 const PROBE_WAIT: Duration = Duration::from_millis(1500);
 
 /// Ready while the connection is open. A probe of a dropped connection reopens it (within
-/// [`PROBE_WAIT`], so that readiness comes back with the broker even in a process whose
+/// 1.5 s, so that readiness comes back with the broker even in a process whose
 /// consumers are idle); while another task is reopening it, or the broker still refuses,
 /// the check fails. A silently black-holed connection is noticed by the AMQP heartbeat
 /// (negotiated with the server, 60 s by default), not by this check.

@@ -34,11 +34,11 @@ use axum::http::{header, HeaderMap, Uri};
 use chatstream_core::StreamKey;
 use serde::{Deserialize, Serialize};
 
-pub use signer::{is_stream_token, StreamTokenSigner, DEFAULT_TOKEN_TTL, SECRET_ENV, TOKEN_PREFIX};
 pub use jwt::{
     looks_like_jwt, JwtAuthenticator, DEFAULT_ORG_CLAIM, JWT_AUDIENCE_ENV, JWT_HS256_SECRET_ENV,
     JWT_ISSUER_ENV, JWT_ORG_CLAIM_ENV, JWT_RS256_KEY_ENV,
 };
+pub use signer::{is_stream_token, StreamTokenSigner, DEFAULT_TOKEN_TTL, SECRET_ENV, TOKEN_PREFIX};
 pub use static_tokens::{StaticTokens, TOKENS_ENV};
 
 use crate::{ApiError, ChatstreamState};

@@ -1,7 +1,7 @@
 //! `GET /ready`: readiness for load balancers and Kubernetes probes.
 //!
 //! `200 {"status":"ready","checks":{"rabbitmq":"up",…}}` while every
-//! [`HealthCheck`] passes; `503` with a JSON reason while one fails or the process is
+//! [`HealthCheck`](chatstream_core::HealthCheck) passes; `503` with a JSON reason while one fails or the process is
 //! shutting down:
 //!
 //! ```text

@@ -32,7 +32,7 @@
 //! - `max_output_tokens` is the worker's token limit; a cut answer is `incomplete` with
 //!   `incomplete_details.reason = "max_output_tokens"`.
 //! - `temperature` and `top_p` are accepted and echoed, but not passed on: the worker's
-//!   model configuration decides sampling ([`ChatRequest`](chatstream_core::ChatRequest)
+//!   model configuration decides sampling ([`ChatRequest`]
 //!   carries no sampling fields, and a relay that half-honours them would mislead).
 //! - `tools`: function tools are accepted and echoed, but not offered to the model yet —
 //!   the worker does not publish the model's tool calls as events, so a `function_call`

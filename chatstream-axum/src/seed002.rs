@@ -46,8 +46,8 @@ use chatstream_core::{
 use futures::StreamExt;
 
 pub use model::{
-    may_access, CreateThread, MessageJson, MessagesBody, ReplyBody, SendMessage, ThreadBody, ThreadJson,
-    ThreadsBody, DEFAULT_TITLE, MAX_TITLE_CHARS,
+    may_access, CreateThread, MessageJson, MessagesBody, ReplyBody, SendMessage, ThreadBody,
+    ThreadJson, ThreadsBody, DEFAULT_TITLE, MAX_TITLE_CHARS,
 };
 
 use crate::auth::{authenticate_token, is_stream_token, refused, stream_credential, Principal};

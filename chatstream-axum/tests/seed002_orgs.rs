@@ -44,8 +44,13 @@ async fn an_organisations_users_share_its_threads() {
     // Bob, of the same organisation, writes to it and reads it.
     let uri = format!("/chat/threads/{id}/messages/stream");
     let events = events(
-        c.call(req("POST", &uri, Some(BOB_ACME), Some(r#"{"content":"hi"}"#)))
-            .await,
+        c.call(req(
+            "POST",
+            &uri,
+            Some(BOB_ACME),
+            Some(r#"{"content":"hi"}"#),
+        ))
+        .await,
     )
     .await;
     assert_eq!(kinds(&events).last().map(String::as_str), Some("done"));
@@ -60,7 +65,11 @@ async fn an_organisations_users_share_its_threads() {
     )
     .await;
     assert_eq!(v["messages"].as_array().map(Vec::len), Some(2), "{v}");
-    let listed = json(c.call(req("GET", "/chat/threads", Some(BOB_ACME), None)).await).await;
+    let listed = json(
+        c.call(req("GET", "/chat/threads", Some(BOB_ACME), None))
+            .await,
+    )
+    .await;
     assert_eq!(listed["threads"][0]["id"], id.as_str());
 }
 
@@ -87,10 +96,19 @@ async fn another_organisations_thread_is_not_found() {
                 format!("/chat/threads/{thread}/messages/stream"),
                 Some(r#"{"content":"x"}"#),
             ),
-            ("GET", format!("/chat/threads/{thread}/messages/m/stream"), None),
-            ("DELETE", format!("/chat/threads/{thread}/messages/m/stream"), None),
+            (
+                "GET",
+                format!("/chat/threads/{thread}/messages/m/stream"),
+                None,
+            ),
+            (
+                "DELETE",
+                format!("/chat/threads/{thread}/messages/m/stream"),
+                None,
+            ),
         ] {
-            let (status, _, err) = error_body(c.call(req(method, &uri, Some(token), body)).await).await;
+            let (status, _, err) =
+                error_body(c.call(req(method, &uri, Some(token), body)).await).await;
             assert_eq!(
                 (status, err.error.code.as_str()),
                 (404, "not_found"),
@@ -98,8 +116,20 @@ async fn another_organisations_thread_is_not_found() {
             );
         }
     }
-    let carol = json(c.call(req("GET", "/chat/threads", Some(CAROL_GLOBEX), None)).await).await;
+    let carol = json(
+        c.call(req("GET", "/chat/threads", Some(CAROL_GLOBEX), None))
+            .await,
+    )
+    .await;
     assert_eq!(carol["threads"], serde_json::json!([]));
-    let dave_list = json(c.call(req("GET", "/chat/threads", Some(DAVE_NO_ORG), None)).await).await;
-    assert_eq!(dave_list["threads"].as_array().map(Vec::len), Some(1), "dave's own only");
+    let dave_list = json(
+        c.call(req("GET", "/chat/threads", Some(DAVE_NO_ORG), None))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        dave_list["threads"].as_array().map(Vec::len),
+        Some(1),
+        "dave's own only"
+    );
 }

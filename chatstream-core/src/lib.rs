@@ -53,8 +53,8 @@ pub mod gateway;
 pub mod history;
 pub mod memory;
 mod model;
-mod traits;
 pub mod trace;
+mod traits;
 pub mod wire;
 pub mod worker;
 

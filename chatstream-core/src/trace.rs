@@ -2,7 +2,7 @@
 //!
 //! Core creates `tracing` spans (the worker's `process` span, the OpenAI backend's `chat`
 //! span) and moves a request's trace context through the broker in its metadata
-//! ([`meta::TRACEPARENT`](crate::meta::TRACEPARENT), [`meta::TRACESTATE`](crate::meta::TRACESTATE)):
+//! ([`meta::TRACEPARENT`], [`meta::TRACESTATE`]):
 //! the gateway writes the context of the span it submits in, the worker makes its span a
 //! child of what it reads, and the OpenAI backend sends its own span's context upstream in
 //! the `traceparent` header. Turning spans into OpenTelemetry spans and reading and writing

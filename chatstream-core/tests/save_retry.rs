@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chatstream_core::{
     ChatMessage, ChatRequest, ClientEvent, Conversation, ConversationMeta, ConversationStore,
-    Error, FinishReason, Gateway, GatewayConfig, InMemoryBroker, InMemoryConversationStore,
-    Result, ScriptedBackend, StoreStats, StreamEvent, StreamKey, Worker, WorkerConfig,
+    Error, FinishReason, Gateway, GatewayConfig, InMemoryBroker, InMemoryConversationStore, Result,
+    ScriptedBackend, StoreStats, StreamEvent, StreamKey, Worker, WorkerConfig,
 };
 use futures::StreamExt;
 
@@ -98,9 +98,10 @@ async fn answer(store: Arc<FlakyStore>, save_retry: Duration) -> Vec<StreamEvent
         .config(GatewayConfig::default())
         .build();
     let mut request = ChatRequest::new(StreamKey::new("s", "m"), "hello");
-    request
-        .metadata
-        .insert(chatstream_core::meta::CONVERSATION.to_owned(), "t1".to_owned());
+    request.metadata.insert(
+        chatstream_core::meta::CONVERSATION.to_owned(),
+        "t1".to_owned(),
+    );
     let events: Vec<ClientEvent> = tokio::time::timeout(Duration::from_secs(30), async {
         gw.submit(request).await.unwrap().collect().await
     })
@@ -131,10 +132,16 @@ async fn a_store_back_within_the_retry_window_gets_the_exchange() {
     let events = answer(store.clone(), Duration::from_secs(10)).await;
     assert!(!text(&events).is_empty(), "the answer streamed");
     assert!(
-        !events.iter().any(|e| matches!(e, StreamEvent::Error { .. })),
+        !events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::Error { .. })),
         "no error once saving succeeded: {events:?}"
     );
-    assert_eq!(store.attempts.load(Ordering::SeqCst), 4, "three failures, one success");
+    assert_eq!(
+        store.attempts.load(Ordering::SeqCst),
+        4,
+        "three failures, one success"
+    );
     let saved = store.inner.get("t1").await.unwrap().expect("saved");
     assert_eq!(saved.messages.len(), 2);
     assert_eq!(saved.messages[1].content, text(&events));

@@ -1,6 +1,6 @@
 //! Embedded, versioned migrations, applied at start.
 //!
-//! Each migration is a SQL file compiled into the binary. [`run`] takes a transaction-level
+//! Each migration is a SQL file compiled into the binary. `run` takes a transaction-level
 //! advisory lock (so that instances starting together apply each migration once), reads
 //! which versions `chatstream_schema_migrations` records, and applies the missing ones in
 //! order, each in its own transaction together with its record. A migration that is
@@ -67,7 +67,11 @@ pub(crate) async fn run(client: &mut Object) -> Result<Vec<i32>> {
         .await
         .map_err(from_pg)?;
         tx.commit().await.map_err(from_pg)?;
-        tracing::info!(version = m.version, name = m.name, "postgres migration applied");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "postgres migration applied"
+        );
         applied_now.push(m.version);
     }
     Ok(applied_now)

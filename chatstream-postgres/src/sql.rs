@@ -52,15 +52,6 @@ pub(crate) const INSERT_BARE: &str = concat!(
     ")"
 );
 
-/// $1 id.
-pub(crate) const INSERT_BARE_IF_ABSENT: &str = concat!(
-    "INSERT INTO chatstream_conversations (id, created_ms, last_activity_ms) VALUES ($1, ",
-    now!(),
-    ", ",
-    now!(),
-    ") ON CONFLICT (id) DO NOTHING"
-);
-
 /// $1 id, $2 title, $3 owner, $4 org.
 pub(crate) const INSERT_THREAD: &str = concat!(
     "INSERT INTO chatstream_conversations",
@@ -72,19 +63,25 @@ pub(crate) const INSERT_THREAD: &str = concat!(
     cols!()
 );
 
-/// $1 id, $2 ttl ms: slides a live conversation, returns its columns.
-pub(crate) const TOUCH: &str = concat!(
-    "UPDATE chatstream_conversations SET last_activity_ms = ",
+/// $1 id, $2 ttl ms: a live conversation's columns, the clock, and its messages in order,
+/// one row per message (one row with a NULL body when it has none). One statement, so
+/// the count and the messages come from one snapshot.
+pub(crate) const READ: &str = concat!(
+    "SELECT c.id, c.title, c.owner_id, c.org_id, c.created_ms, c.last_activity_ms,",
+    " c.message_count, ",
     now!(),
-    " WHERE id = $1 AND last_activity_ms >= ",
+    " AS now_ms, m.body FROM chatstream_conversations c",
+    " LEFT JOIN chatstream_messages m ON m.conversation_id = c.id",
+    " WHERE c.id = $1 AND c.last_activity_ms >= ",
     now!(),
-    " - $2 RETURNING ",
-    cols!()
+    " - $2 ORDER BY m.seq"
 );
 
-/// $1 id.
-pub(crate) const MESSAGES: &str =
-    "SELECT body FROM chatstream_messages WHERE conversation_id = $1 ORDER BY seq";
+/// $1 id, $2 the time to record (ms).
+pub(crate) const SLIDE: &str = concat!(
+    "UPDATE chatstream_conversations SET last_activity_ms = GREATEST(last_activity_ms, $2)",
+    " WHERE id = $1"
+);
 
 /// $1 id, $2 ttl ms.
 pub(crate) const DELETE_IF_EXPIRED: &str = concat!(
@@ -93,24 +90,23 @@ pub(crate) const DELETE_IF_EXPIRED: &str = concat!(
     " - $2"
 );
 
-/// $1 id: locks the row until commit; the count is the next message's seq.
-pub(crate) const LOCK_THREAD: &str =
-    "SELECT message_count FROM chatstream_conversations WHERE id = $1 FOR UPDATE";
-
-/// $1 id, $2 first seq, $3 roles, $4 bodies (JSON text), in order.
-pub(crate) const INSERT_MESSAGES: &str = concat!(
-    "INSERT INTO chatstream_messages (conversation_id, seq, role, body, created_ms)",
-    " SELECT $1, $2 + m.ord - 1, m.role, m.body, ",
+/// $1 id, $2 number of messages, $3 roles, $4 bodies (JSON text), in order: one
+/// statement, so one transaction. The upsert creates the conversation or locks its row
+/// (until the statement commits) and moves its count on by the messages added; the
+/// messages are numbered from the count before. Two appends to one conversation are
+/// serialised by that row lock, so each one's messages stay contiguous and in order.
+pub(crate) const APPEND: &str = concat!(
+    "WITH up AS (INSERT INTO chatstream_conversations AS c",
+    " (id, created_ms, last_activity_ms, message_count) VALUES ($1, ",
     now!(),
-    " FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS m(role, body, ord)"
-);
-
-/// $1 id, $2 messages added.
-pub(crate) const COUNT_APPENDED: &str = concat!(
-    "UPDATE chatstream_conversations SET message_count = message_count + $2,",
-    " last_activity_ms = ",
+    ", ",
     now!(),
-    " WHERE id = $1"
+    ", $2) ON CONFLICT (id) DO UPDATE SET message_count = c.message_count + EXCLUDED.message_count,",
+    " last_activity_ms = EXCLUDED.last_activity_ms RETURNING c.message_count - $2 AS first)",
+    " INSERT INTO chatstream_messages (conversation_id, seq, role, body, created_ms)",
+    " SELECT $1, up.first + m.ord - 1, m.role, m.body, ",
+    now!(),
+    " FROM up, unnest($3::text[], $4::text[]) WITH ORDINALITY AS m(role, body, ord)"
 );
 
 /// $1 owner, $2 ttl ms.

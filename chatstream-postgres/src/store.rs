@@ -19,20 +19,26 @@ use crate::sql;
 const SWEEP_EVERY_MS: i64 = 60_000;
 /// Rows deleted per sweep statement, so that a sweep never holds long locks.
 const SWEEP_BATCH: i64 = 1_000;
+/// The coarsest step in which reads slide the expiry.
+const SLIDE_EVERY_MAX_MS: i64 = 60_000;
 
 /// Conversations in PostgreSQL (seed 002's threads and messages, seed 004's channel
 /// mapping), with the same sliding expiry as the other stores.
 ///
 /// - Every read and write of a conversation slides its expiry (90 days by default): the
-///   row's `last_activity_ms` is set to the database's clock, and a conversation idle for
+///   row's `last_activity_ms` is set to the database's clock (by a read only when it is
+///   older than a hundredth of the expiry, a minute at most, so that a history load is a
+///   single read statement almost always), and a conversation idle for
 ///   longer than the expiry is treated as absent by every query and deleted by a sweep
 ///   (at most once a minute, from [`list`](ConversationStore::list),
 ///   [`stats`](ConversationStore::stats) and the cleanups).
-/// - [`append`](ConversationStore::append) is one transaction: it locks the conversation's
-///   row (`SELECT … FOR UPDATE`), numbers the new messages after the last one, inserts
-///   them and updates the count. Two workers appending to one thread are serialised by that
-///   lock, so each exchange stays contiguous and in order, and a crash leaves all of an
-///   exchange or none of it.
+/// - [`append`](ConversationStore::append) is one statement, so one transaction: an upsert
+///   of the conversation's row (`INSERT … ON CONFLICT DO UPDATE`, which locks the row until
+///   commit) moves its message count on, and the new messages are inserted numbered from
+///   the count before. Two workers appending to one thread are serialised by that row lock,
+///   so each exchange stays contiguous and in order, and a crash leaves all of an exchange
+///   or none of it. (A preceding statement deletes the conversation first when it has
+///   expired, so it starts again empty, as in the other stores.)
 /// - Every statement binds its values as parameters; none is formatted into SQL.
 #[derive(Debug, Clone)]
 pub struct PgConversationStore {
@@ -63,6 +69,13 @@ impl PgConversationStore {
                 .max(1),
             last_sweep: Default::default(),
         })
+    }
+
+    /// How stale the recorded activity may get before a read writes it again: a hundredth
+    /// of the expiry, at most a minute (so a 90-day expiry slides by the minute, and a
+    /// conversation is never dropped earlier than its expiry minus that).
+    fn slide_every_ms(&self) -> i64 {
+        (self.ttl_ms / 100).min(SLIDE_EVERY_MAX_MS)
     }
 
     /// The connection pool (for operators' queries and tests).
@@ -127,6 +140,10 @@ fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+fn u64_of_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 pub(crate) fn meta_from_row(row: &Row) -> Result<ConversationMeta> {
     Ok(ConversationMeta {
         id: row.try_get("id").map_err(from_pg)?,
@@ -157,7 +174,9 @@ impl ConversationStore for PgConversationStore {
             Some(row) => row.try_get(0).map_err(from_pg)?,
             None => {
                 let id = format!("thread_{}", uuid::Uuid::new_v4().simple());
-                tx.execute(sql::INSERT_BARE, &[&id]).await.map_err(from_pg)?;
+                tx.execute(sql::INSERT_BARE, &[&id])
+                    .await
+                    .map_err(from_pg)?;
                 tx.execute(sql::MAP_CHANNEL, &[&channel, &id])
                     .await
                     .map_err(from_pg)?;
@@ -194,28 +213,36 @@ impl ConversationStore for PgConversationStore {
         if storable("conversation id", id).is_err() {
             return Ok(None);
         }
-        let mut client = self.client().await?;
-        // The UPDATE locks the row until commit, so no append lands between it and the
-        // read of the messages: count and messages agree.
-        let tx = client.transaction().await.map_err(from_pg)?;
-        let Some(row) = tx
-            .query_opt(sql::TOUCH, &[&id, &self.ttl_ms])
+        let client = self.client().await?;
+        // One statement: metadata and messages from one snapshot, no write.
+        let rows = client
+            .query(sql::READ, &[&id, &self.ttl_ms])
             .await
-            .map_err(from_pg)?
-        else {
+            .map_err(from_pg)?;
+        let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let meta = meta_from_row(&row)?;
-        let rows = tx.query(sql::MESSAGES, &[&id]).await.map_err(from_pg)?;
-        tx.commit().await.map_err(from_pg)?;
+        let mut meta = meta_from_row(first)?;
+        let now: i64 = first.try_get("now_ms").map_err(from_pg)?;
         let messages = rows
             .iter()
-            .map(|r| {
-                let body: String = r.try_get(0).map_err(from_pg)?;
+            .filter_map(|r| r.try_get::<_, Option<String>>("body").transpose())
+            .map(|body| {
+                let body = body.map_err(from_pg)?;
                 serde_json::from_str::<ChatMessage>(&body)
                     .map_err(|e| Error::decode("stored chat message", e))
             })
             .collect::<Result<Vec<_>>>()?;
+        // Slide the expiry, but write (and wait for the commit to reach disk) only when
+        // the recorded activity is older than a hundredth of the expiry (a minute at
+        // most): a history load is then a single read almost always.
+        if now - u64_of_i64(meta.last_activity_ms) >= self.slide_every_ms() {
+            client
+                .execute(sql::SLIDE, &[&id, &now])
+                .await
+                .map_err(from_pg)?;
+            meta.last_activity_ms = u64_of(now);
+        }
         Ok(Some(Conversation { meta, messages }))
     }
 
@@ -226,27 +253,20 @@ impl ConversationStore for PgConversationStore {
             .map(|m| serde_json::to_string(m).map_err(|e| Error::invalid("chat message", e)))
             .collect::<Result<Vec<_>>>()?;
         let roles: Vec<&str> = messages.iter().map(|m| m.role.as_str()).collect();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(from_pg)?;
-        // An expired conversation starts again empty, as in the other stores.
-        tx.execute(sql::DELETE_IF_EXPIRED, &[&id, &self.ttl_ms])
-            .await
-            .map_err(from_pg)?;
-        tx.execute(sql::INSERT_BARE_IF_ABSENT, &[&id])
-            .await
-            .map_err(from_pg)?;
-        let row = tx.query_one(sql::LOCK_THREAD, &[&id]).await.map_err(from_pg)?;
-        let next: i64 = row.try_get(0).map_err(from_pg)?;
-        if !bodies.is_empty() {
-            tx.execute(sql::INSERT_MESSAGES, &[&id, &next, &roles, &bodies])
-                .await
-                .map_err(from_pg)?;
-        }
         let added = i64::try_from(bodies.len()).unwrap_or(i64::MAX);
-        tx.execute(sql::COUNT_APPENDED, &[&id, &added])
+        let client = self.client().await?;
+        // An expired conversation starts again empty, as in the other stores. (This is a
+        // statement of its own: a conversation expiring between it and the append is
+        // appended to as if it had not, which only keeps it a little longer.)
+        client
+            .execute(sql::DELETE_IF_EXPIRED, &[&id, &self.ttl_ms])
             .await
             .map_err(from_pg)?;
-        tx.commit().await.map_err(from_pg)
+        client
+            .execute(sql::APPEND, &[&id, &added, &roles, &bodies])
+            .await
+            .map_err(from_pg)?;
+        Ok(())
     }
 
     async fn list(&self, owner: &str) -> Result<Vec<ConversationMeta>> {

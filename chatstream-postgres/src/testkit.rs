@@ -29,7 +29,10 @@ pub fn unique_schema(tag: &str) -> String {
         .take(16)
         .collect::<String>()
         .to_ascii_lowercase();
-    format!("cstest_{tag}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "cstest_{tag}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// Drops the schemas it was given when dropped (synchronously, on a thread of its own, so
@@ -75,7 +78,9 @@ impl Drop for SchemaGuard {
                 .build()
                 .ok()?;
             rt.block_on(async move {
-                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.ok()?;
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .ok()?;
                 tokio::spawn(conn);
                 for s in schemas {
                     // Names come from `unique_schema` (checked by `with_schema`): no quoting needed.

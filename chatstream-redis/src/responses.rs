@@ -44,7 +44,7 @@ return 1
     )
 });
 
-/// A [`ResponseStore`] in Redis (see the [module docs](self)). One round trip per call.
+/// A [`ResponseStore`] in Redis (see the module docs). One round trip per call.
 /// Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RedisResponseStore {

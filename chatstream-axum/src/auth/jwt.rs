@@ -100,7 +100,9 @@ impl JwtAuthenticator {
                     key.into_bytes()
                 } else {
                     std::fs::read(key.trim()).map_err(|e| {
-                        ApiError::Misconfigured(format!("{JWT_RS256_KEY_ENV}: cannot read {key}: {e}"))
+                        ApiError::Misconfigured(format!(
+                            "{JWT_RS256_KEY_ENV}: cannot read {key}: {e}"
+                        ))
                     })?
                 };
                 Self::rs256_pem(&pem)?
@@ -189,7 +191,10 @@ mod tests {
     #[test]
     fn hs256_gives_user_and_org() {
         let auth = JwtAuthenticator::hs256(b"s3cret");
-        let t = hs(&json!({"sub": "alice", "org": "acme", "exp": now() + 60}), b"s3cret");
+        let t = hs(
+            &json!({"sub": "alice", "org": "acme", "exp": now() + 60}),
+            b"s3cret",
+        );
         assert!(looks_like_jwt(&t));
         assert_eq!(
             auth.verify(&t),
@@ -207,14 +212,20 @@ mod tests {
             hs(&json!({"sub": "alice", "exp": now() - 3600}), b"s3cret"),
             hs(&json!({"sub": "alice"}), b"s3cret"),
             hs(&json!({"exp": now() + 60}), b"s3cret"),
-            hs(&json!({"sub": "alice", "org_id": 7, "exp": now() + 60}), b"s3cret"),
+            hs(
+                &json!({"sub": "alice", "org_id": 7, "exp": now() + 60}),
+                b"s3cret",
+            ),
             "not.a.jwt".to_owned(),
             String::new(),
         ];
         for t in cases {
             assert_eq!(auth.verify(&t), None, "{t}");
         }
-        let ok = hs(&json!({"sub": "a", "org_id": "o", "exp": now() + 60}), b"s3cret");
+        let ok = hs(
+            &json!({"sub": "a", "org_id": "o", "exp": now() + 60}),
+            b"s3cret",
+        );
         assert_eq!(auth.verify(&ok), Some(Principal::new("a").with_org("o")));
     }
 

@@ -1,4 +1,4 @@
-//! The conformance suite of [`ConversationStore`]s: the in-memory store, Redis and
+//! The conformance suite of [`ConversationStore`](crate::ConversationStore)s: the in-memory store, Redis and
 //! PostgreSQL run these checks unchanged (`store_conformance_tests!`).
 //!
 //! A store implements [`StoreHarness`]: each call gives a fresh, empty, isolated store (its
@@ -44,7 +44,10 @@ pub const HOSTILE: &[&str] = &[
     "line\nbreak\r\ttab",
 ];
 
-async fn ok<T, E: std::fmt::Debug>(what: &str, f: impl std::future::Future<Output = Result<T, E>>) -> T {
+async fn ok<T, E: std::fmt::Debug>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> T {
     match tokio::time::timeout(Duration::from_secs(20), f).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => panic!("{what} failed: {e:?}"),
@@ -53,7 +56,10 @@ async fn ok<T, E: std::fmt::Debug>(what: &str, f: impl std::future::Future<Outpu
 }
 
 fn text_of(messages: &[ChatMessage]) -> Vec<(Role, &str)> {
-    messages.iter().map(|m| (m.role, m.content.as_str())).collect()
+    messages
+        .iter()
+        .map(|m| (m.role, m.content.as_str()))
+        .collect()
 }
 
 /// Messages come back in the order appended, with the thread's metadata as created.
@@ -92,8 +98,14 @@ pub async fn store_keeps_order_and_metadata(h: &impl StoreHarness) {
     assert_eq!(got.meta.org.as_deref(), Some("acme"));
     assert_eq!(got.meta.created_at_ms, meta.created_at_ms);
     // Appending to an id nobody created creates it (workers append to seed 004 threads).
-    ok("append", store.append("fresh-thread", &[ChatMessage::user("hi")])).await;
-    let fresh = ok("get", store.get("fresh-thread")).await.expect("created by append");
+    ok(
+        "append",
+        store.append("fresh-thread", &[ChatMessage::user("hi")]),
+    )
+    .await;
+    let fresh = ok("get", store.get("fresh-thread"))
+        .await
+        .expect("created by append");
     assert_eq!(fresh.meta.message_count, 1);
     assert_eq!(fresh.meta.owner, None);
 }
@@ -130,7 +142,11 @@ pub async fn store_expiry_slides(h: &impl StoreHarness) {
         "an idle channel gets a new conversation"
     );
     // An expired id appended to again starts empty.
-    ok("append", store.append("idle", &[ChatMessage::user("again")])).await;
+    ok(
+        "append",
+        store.append("idle", &[ChatMessage::user("again")]),
+    )
+    .await;
     let again = ok("get", store.get("idle")).await.expect("re-created");
     assert_eq!(text_of(&again.messages), vec![(Role::User, "again")]);
 }
@@ -138,9 +154,21 @@ pub async fn store_expiry_slides(h: &impl StoreHarness) {
 /// Owners and organisations see their own threads only, newest activity first.
 pub async fn store_scopes_users_and_orgs(h: &impl StoreHarness) {
     let store = h.store(LONG_TTL).await;
-    let a1 = ok("create", store.create_in_org(Some("a1"), Some("alice"), Some("acme"))).await;
-    let b1 = ok("create", store.create_in_org(Some("b1"), Some("bob"), Some("acme"))).await;
-    let c1 = ok("create", store.create_in_org(Some("c1"), Some("carol"), Some("globex"))).await;
+    let a1 = ok(
+        "create",
+        store.create_in_org(Some("a1"), Some("alice"), Some("acme")),
+    )
+    .await;
+    let b1 = ok(
+        "create",
+        store.create_in_org(Some("b1"), Some("bob"), Some("acme")),
+    )
+    .await;
+    let c1 = ok(
+        "create",
+        store.create_in_org(Some("c1"), Some("carol"), Some("globex")),
+    )
+    .await;
     let a2 = ok("create", store.create(Some("a2"), Some("alice"))).await;
     let ids = |v: Vec<ConversationMeta>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
     let mut alice = ids(ok("list", store.list("alice")).await);
@@ -153,7 +181,10 @@ pub async fn store_scopes_users_and_orgs(h: &impl StoreHarness) {
     let mut want = vec![a1.id.clone(), b1.id.clone()];
     want.sort();
     assert_eq!(acme, want, "acme's threads");
-    assert_eq!(ids(ok("list_org", store.list_org("globex")).await), vec![c1.id.clone()]);
+    assert_eq!(
+        ids(ok("list_org", store.list_org("globex")).await),
+        vec![c1.id.clone()]
+    );
     assert!(ok("list", store.list("mallory")).await.is_empty());
     assert!(ok("list_org", store.list_org("initech")).await.is_empty());
     assert!(ok("list_org", store.list_org("")).await.is_empty());
@@ -197,7 +228,11 @@ pub async fn store_concurrent_appends(h: &impl StoreHarness) {
     let mut next = [0usize; WORKERS];
     for pair in got.messages.chunks(2) {
         assert_eq!(pair[0].role, Role::User, "an exchange was split: {pair:?}");
-        assert_eq!(pair[1].role, Role::Assistant, "an exchange was split: {pair:?}");
+        assert_eq!(
+            pair[1].role,
+            Role::Assistant,
+            "an exchange was split: {pair:?}"
+        );
         assert_eq!(pair[0].content, pair[1].content, "exchanges interleaved");
         let (w, e) = pair[0]
             .content
@@ -274,8 +309,16 @@ pub async fn store_bad_ids_and_hostile_text(h: &impl StoreHarness) {
     }
     assert!(ok("list", store.list("nul\0byte")).await.is_empty());
     for (i, text) in HOSTILE.iter().enumerate() {
-        let meta = ok("create", store.create_in_org(Some(text), Some(text), Some(text))).await;
-        ok("append", store.append(&meta.id, &[ChatMessage::user(*text)])).await;
+        let meta = ok(
+            "create",
+            store.create_in_org(Some(text), Some(text), Some(text)),
+        )
+        .await;
+        ok(
+            "append",
+            store.append(&meta.id, &[ChatMessage::user(*text)]),
+        )
+        .await;
         let got = ok("get", store.get(&meta.id)).await.expect("stored");
         assert_eq!(got.meta.title.as_deref(), Some(*text), "title {i} changed");
         assert_eq!(got.meta.owner.as_deref(), Some(*text));
@@ -285,7 +328,11 @@ pub async fn store_bad_ids_and_hostile_text(h: &impl StoreHarness) {
         assert_eq!(listed.len(), 1, "owner {text:?} lists its one thread");
         assert_eq!(ok("list_org", store.list_org(text)).await.len(), 1);
         // A hostile id works as an id too.
-        ok("append", store.append(text, &[ChatMessage::assistant(*text)])).await;
+        ok(
+            "append",
+            store.append(text, &[ChatMessage::assistant(*text)]),
+        )
+        .await;
         let by_id = ok("get", store.get(text)).await.expect("hostile id stored");
         assert_eq!(by_id.messages[0].content, *text);
     }
