@@ -4,10 +4,10 @@
 //! requests from a queue, asks any OpenAI-compatible server (OpenAI, Ollama, vLLM,
 //! DeepSeek, …) and publishes the answer token by token to the queue `response_{uid}`; and
 //! seed 003's REST API on port 8080 (`POST /v1/chat/completions`,
-//! `GET /v1/chat/response?uid=`, `GET /ping`, and `GET /ready`: 503 with a JSON reason
-//! while RabbitMQ is unreachable). A client that publishes to `default-queue`
-//! as the seed's pika example does and consumes `response_{uid}` gets the answer, and so
-//! does the seed's curl flow.
+//! `GET /v1/chat/response?uid=`, `GET /ping`, `GET /ready`: 503 with a JSON reason while
+//! RabbitMQ is unreachable, and `GET /metrics`: the gateway's metrics in Prometheus text). A
+//! client that publishes to `default-queue` as the seed's pika example does and consumes
+//! `response_{uid}` gets the answer, and so does the seed's curl flow.
 //!
 //! Environment (a `.env` file in the working directory is read too):
 //!
@@ -80,6 +80,7 @@ use chatstream::amqp::{
     AmqpCancelChannel, AmqpConfig, AmqpConnection, AmqpRequestSink, AmqpRequestSource,
     AmqpTokenSink, AmqpTokenSource, TokenTopology,
 };
+use chatstream::axum::metrics::Metrics;
 use chatstream::axum::ready::Readiness;
 use chatstream::axum::responses::{self, ResponsesRouteConfig};
 use chatstream::axum::seed003;
@@ -246,11 +247,15 @@ async fn serve_rest(
         .build();
     // `GET /ready`: 503 while RabbitMQ is unreachable or the process is shutting down.
     let ready = Readiness::new().check(Arc::new(conn.clone()));
+    // `GET /metrics`: the gateway's (`chatstream_*`; the worker's are on `METRICS_PORT`).
+    let metrics = Metrics::new(gateway.clone());
     let app = support::http_edge(
         seed003::router(ChatstreamState::new(gateway.clone()))
             .merge(responses_router(ChatstreamState::new(gateway.clone())).await?)
-            .merge(ready.router()),
-    );
+            .merge(ready.router())
+            .merge(metrics.router()),
+    )
+    .layer(metrics.layer());
 
     let host = env("RESTAPI_HOST").unwrap_or_else(|| "0.0.0.0".to_owned());
     let port = support::port("RESTAPI_PORT", 8080)?;

@@ -2,7 +2,9 @@
 //! RabbitMQ: readiness (`GET /ready`) follows the broker connection through a cuttable TCP
 //! proxy, and a worker-only process's metrics (`METRICS_PORT`) move as requests are
 //! answered, fail and are dead-lettered (and the worker's `/ready` on that port); and
-//! one trace holds the gateway's, the worker's and the LLM call's spans (`traces`).
+//! one trace holds the gateway's, the worker's and the LLM call's spans (`traces`); and
+//! every metric the Grafana dashboard queries is in a gateway's or a worker's scrape
+//! (`dashboard`).
 //!
 //! Each test uses a request queue of its own and deletes what it declared. Skips when
 //! RabbitMQ is unreachable (`CHATSTREAM_AMQP_URL`, default
@@ -12,6 +14,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod dashboard;
 mod metrics;
 mod proxy;
 mod traces;
