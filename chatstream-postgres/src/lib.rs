@@ -6,6 +6,7 @@
 //! | item | what |
 //! |---|---|
 //! | [`PgConversationStore`] | the store; [`connect`](PgConversationStore::connect) applies the migrations |
+//! | [`PgResponseStore`] | the Responses API's stored responses ([`ResponseStore`](chatstream_core::ResponseStore)), each kept for a TTL from its creation; [`PgConversationStore::responses`] shares the conversations' pool |
 //! | [`PgStoreConfig`] | URL (`DATABASE_URL`), schema, expiry, pool size, timeouts |
 //! | [`migrate`] | the embedded, versioned migrations |
 //! | `testkit` (feature `testkit`) | stores in throw-away schemas, the store conformance harness |
@@ -27,7 +28,9 @@
 //! message_count; indexed by owner and by organisation with activity, and by activity),
 //! `chatstream_messages` (conversation_id, seq, role, body; primary key
 //! `(conversation_id, seq)`, so a history load is one index range scan) and
-//! `chatstream_channels` (channel → conversation). See `migrations/`.
+//! `chatstream_channels` (channel → conversation), and `chatstream_responses` (id, owner,
+//! the record's JSON, the outcome's JSON, created and expiry times; indexed by expiry for
+//! the sweeps). See `migrations/`.
 //!
 //! ```no_run
 //! # async fn demo() -> chatstream_core::Result<()> {
@@ -48,10 +51,12 @@
 mod config;
 mod error;
 pub mod migrate;
+mod responses;
 mod sql;
 mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use config::{PgStoreConfig, DATABASE_URL_ENV, DEFAULT_TTL};
+pub use responses::PgResponseStore;
 pub use store::PgConversationStore;

@@ -7,9 +7,10 @@
 //! already recorded is never run again; the files also use `IF NOT EXISTS`, so a partly
 //! hand-applied schema does not stop a start.
 
-use deadpool_postgres::Object;
+use deadpool_postgres::{Object, Pool};
 
-use crate::error::from_pg;
+use crate::error::{from_pg, from_pool};
+use crate::PgStoreConfig;
 use chatstream_core::Result;
 
 /// A migration: version, name, SQL.
@@ -24,14 +25,38 @@ pub struct Migration {
 }
 
 /// Every migration of this crate, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "conversations",
-    sql: include_str!("../migrations/0001_conversations.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "conversations",
+        sql: include_str!("../migrations/0001_conversations.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "responses",
+        sql: include_str!("../migrations/0002_responses.sql"),
+    },
+];
 
 /// The advisory lock key serialising migrations (any constant; "chatstrm" in ASCII).
 const LOCK_KEY: i64 = 0x6368_6174_7374_726d;
+
+/// The pool `config` describes, with its schema created (when one is named) and the
+/// migrations applied.
+pub(crate) async fn prepare(config: &PgStoreConfig) -> Result<Pool> {
+    let pool = config.pool()?;
+    let mut client = pool.get().await.map_err(from_pool)?;
+    if let Some(schema) = config.schema() {
+        // An identifier cannot be a parameter; `schema()` only ever holds
+        // `[a-z_][a-z0-9_]*`, checked by `PgStoreConfig::with_schema`.
+        client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await
+            .map_err(from_pg)?;
+    }
+    run(&mut client).await?;
+    Ok(pool)
+}
 
 /// Applies the missing migrations; returns the versions applied now.
 pub(crate) async fn run(client: &mut Object) -> Result<Vec<i32>> {

@@ -168,3 +168,47 @@ pub(crate) const SWEEP: &str = concat!(
     "DELETE FROM chatstream_conversations WHERE id IN (SELECT id FROM chatstream_conversations",
     " WHERE last_activity_ms < $1 ORDER BY last_activity_ms LIMIT $2)"
 );
+
+// Stored responses ([`PgResponseStore`](crate::PgResponseStore)).
+
+/// $1 id, $2 owner, $3 record JSON (without outcome), $4 outcome JSON, $5 ttl ms: stores
+/// a record, replacing one of the same id (and its outcome, and its expiry).
+pub(crate) const RESPONSE_PUT: &str = concat!(
+    "INSERT INTO chatstream_responses (id, owner_id, record, outcome, created_ms, expires_ms)",
+    " VALUES ($1, $2, $3, $4, ",
+    now!(),
+    ", ",
+    now!(),
+    " + $5) ON CONFLICT (id) DO UPDATE SET owner_id = EXCLUDED.owner_id,",
+    " record = EXCLUDED.record, outcome = EXCLUDED.outcome,",
+    " created_ms = EXCLUDED.created_ms, expires_ms = EXCLUDED.expires_ms"
+);
+
+/// $1 id: a live record and its outcome.
+pub(crate) const RESPONSE_GET: &str = concat!(
+    "SELECT record, outcome FROM chatstream_responses WHERE id = $1 AND expires_ms > ",
+    now!()
+);
+
+/// $1 id, $2 outcome JSON: sets the outcome of a live record that has none (one row
+/// changed when written).
+pub(crate) const RESPONSE_FINISH: &str = concat!(
+    "UPDATE chatstream_responses SET outcome = $2",
+    " WHERE id = $1 AND outcome IS NULL AND expires_ms > ",
+    now!()
+);
+
+/// $1 id: deletes the record; the row says whether it was live.
+pub(crate) const RESPONSE_DELETE: &str = concat!(
+    "DELETE FROM chatstream_responses WHERE id = $1 RETURNING expires_ms > ",
+    now!(),
+    " AS live"
+);
+
+/// $1 batch: deletes a batch of expired records.
+pub(crate) const RESPONSE_SWEEP: &str = concat!(
+    "DELETE FROM chatstream_responses WHERE id IN (SELECT id FROM chatstream_responses",
+    " WHERE expires_ms <= ",
+    now!(),
+    " ORDER BY expires_ms LIMIT $1)"
+);

@@ -12,6 +12,7 @@ use tokio_postgres::Row;
 
 use crate::config::PgStoreConfig;
 use crate::error::{from_pg, from_pool};
+use crate::responses::PgResponseStore;
 use crate::sql;
 
 /// How often, at most, expired conversations are swept out (a read never returns one
@@ -51,17 +52,7 @@ impl PgConversationStore {
     /// Connects (a pool of `config.pool_size` connections), creates the schema when one is
     /// named, and applies the migrations.
     pub async fn connect(config: &PgStoreConfig) -> Result<Self> {
-        let pool = config.pool()?;
-        let mut client = pool.get().await.map_err(from_pool)?;
-        if let Some(schema) = config.schema() {
-            // An identifier cannot be a parameter; `schema()` only ever holds
-            // `[a-z_][a-z0-9_]*`, checked by `PgStoreConfig::with_schema`.
-            client
-                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-                .await
-                .map_err(from_pg)?;
-        }
-        crate::migrate::run(&mut client).await?;
+        let pool = crate::migrate::prepare(config).await?;
         Ok(Self {
             pool,
             ttl_ms: i64::try_from(config.ttl().as_millis())
@@ -81,6 +72,12 @@ impl PgConversationStore {
     /// The connection pool (for operators' queries and tests).
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The Responses API's stored responses in the same database, on this store's pool
+    /// (the migrations are applied already), each kept for `ttl` from its creation.
+    pub fn responses(&self, ttl: Duration) -> PgResponseStore {
+        PgResponseStore::with_pool(self.pool.clone(), ttl)
     }
 
     async fn client(&self) -> Result<Object> {

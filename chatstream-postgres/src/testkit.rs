@@ -1,4 +1,5 @@
-//! Test helpers (feature `testkit`): stores in throw-away schemas of the real server.
+//! Test helpers (feature `testkit`): stores in throw-away schemas of the real server, and
+//! the harnesses of the conversation-store and response-store conformance suites.
 //!
 //! Tests read `CHATSTREAM_POSTGRES_URL` (default [`DEFAULT_TEST_URL`]) and skip with a line
 //! on stderr when the server is unreachable, unless `CHATSTREAM_REQUIRE_SERVICES=1`.
@@ -7,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chatstream_core::testkit::response_checks::ResponseStoreHarness;
 use chatstream_core::testkit::skip_or_fail;
 use chatstream_core::testkit::store_checks::StoreHarness;
-use chatstream_core::DynConversationStore;
+use chatstream_core::{DynConversationStore, DynResponseStore};
 
-use crate::{PgConversationStore, PgStoreConfig};
+use crate::{PgConversationStore, PgResponseStore, PgStoreConfig};
 
 /// The server tests use when `CHATSTREAM_POSTGRES_URL` is unset.
 pub const DEFAULT_TEST_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -146,6 +148,58 @@ impl StoreHarness for PgStoreHarness {
     async fn store(&self, ttl: Duration) -> Arc<DynConversationStore> {
         match store_or_skip("conf", ttl, &self.guard).await {
             Some(s) => Arc::new(s),
+            None => panic!("PostgreSQL answered the probe but not the store"),
+        }
+    }
+}
+
+/// The response-store conformance harness
+/// ([`response_checks`](chatstream_core::testkit::response_checks)) on the real server:
+/// each store in a schema of its own, its two handles on two pools, all schemas dropped
+/// with the harness.
+#[derive(Debug)]
+pub struct PgResponseStoreHarness {
+    inner: PgStoreHarness,
+}
+
+impl PgResponseStoreHarness {
+    /// A harness when the server answers; `None` (skipped) otherwise.
+    pub async fn connect_or_skip() -> Option<Self> {
+        Some(Self {
+            inner: PgStoreHarness::connect_or_skip().await?,
+        })
+    }
+}
+
+/// A response store in a fresh schema (dropped with `guard`) and a second handle on it
+/// (its own pool), or `None` (skipped) when the server is unreachable.
+pub async fn response_stores_or_skip(
+    tag: &str,
+    ttl: Duration,
+    guard: &SchemaGuard,
+) -> Option<[PgResponseStore; 2]> {
+    let url = postgres_url();
+    let schema = unique_schema(tag);
+    let config = match PgStoreConfig::new(&url).with_schema(&schema) {
+        Ok(c) => c.with_timeout(Duration::from_secs(5)),
+        Err(e) => panic!("test schema name: {e}"),
+    };
+    guard.add(&schema);
+    let a = match PgResponseStore::connect(&config, ttl).await {
+        Ok(store) => store,
+        Err(e) => return skip_or_fail(&format!("PostgreSQL at {url}"), e),
+    };
+    match PgResponseStore::connect(&config, ttl).await {
+        Ok(b) => Some([a, b]),
+        Err(e) => skip_or_fail(&format!("PostgreSQL at {url}"), e),
+    }
+}
+
+#[async_trait]
+impl ResponseStoreHarness for PgResponseStoreHarness {
+    async fn stores(&self, ttl: Duration) -> [Arc<DynResponseStore>; 2] {
+        match response_stores_or_skip("resp", ttl, &self.inner.guard).await {
+            Some([a, b]) => [Arc::new(a), Arc::new(b)],
             None => panic!("PostgreSQL answered the probe but not the store"),
         }
     }

@@ -216,3 +216,43 @@ impl chatstream_core::testkit::store_checks::StoreHarness for RedisStoreHarness 
         Arc::new(crate::RedisConversationStore::new(client, ttl))
     }
 }
+
+/// The response-store conformance harness
+/// ([`response_checks`](chatstream_core::testkit::response_checks)) on a real Redis: each
+/// store under a prefix of its own, its two handles on two connections, every key deleted
+/// when the harness is dropped.
+#[derive(Debug)]
+pub struct RedisResponseStoreHarness {
+    guards: std::sync::Mutex<Vec<PrefixGuard>>,
+}
+
+impl RedisResponseStoreHarness {
+    /// A harness when Redis answers; `None` (skipped) otherwise.
+    pub async fn connect_or_skip() -> Option<Self> {
+        let probe = connect_or_skip("responses").await?;
+        Some(Self {
+            guards: std::sync::Mutex::new(vec![PrefixGuard::new(&probe)]),
+        })
+    }
+}
+
+#[async_trait]
+impl chatstream_core::testkit::response_checks::ResponseStoreHarness for RedisResponseStoreHarness {
+    async fn stores(&self, ttl: Duration) -> [Arc<chatstream_core::DynResponseStore>; 2] {
+        let Some(client) = connect_or_skip("responses").await else {
+            panic!("Redis answered the probe but not the store");
+        };
+        self.guards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(PrefixGuard::new(&client));
+        let other = match RedisClient::connect(&redis_url(), client.keys().prefix()).await {
+            Ok(c) => c,
+            Err(e) => panic!("a second Redis client: {e}"),
+        };
+        [
+            Arc::new(crate::RedisResponseStore::new(client, ttl)),
+            Arc::new(crate::RedisResponseStore::new(other, ttl)),
+        ]
+    }
+}

@@ -11,6 +11,7 @@ pub mod backends;
 mod checks;
 pub mod fake_openai;
 mod harness;
+pub mod response_checks;
 pub mod store_checks;
 
 pub use checks::*;
@@ -80,6 +81,42 @@ macro_rules! store_conformance_tests {
             async fn $check() {
                 if let Some(harness) = $make.await {
                     $crate::testkit::store_checks::$check(&harness).await;
+                }
+            }
+        )*
+    };
+}
+
+/// Expands to one `#[tokio::test]` per response-store check
+/// ([`response_checks`]).
+///
+/// `$make` is an async expression yielding `Option<H>` where
+/// `H:`[`ResponseStoreHarness`](response_checks::ResponseStoreHarness); `None` skips (see
+/// [`skip_or_fail`]).
+///
+/// ```ignore
+/// chatstream_core::response_store_conformance_tests!(async {
+///     Some(chatstream_core::testkit::response_checks::InMemoryResponseStoreHarness)
+/// });
+/// ```
+#[macro_export]
+macro_rules! response_store_conformance_tests {
+    ($make:expr) => {
+        $crate::response_store_conformance_tests!(@each $make;
+            responses_shared_between_instances,
+            responses_create_replaces,
+            responses_keep_owners_and_ids_apart,
+            responses_hostile_text_and_bad_ids,
+            responses_concurrent_finish,
+            responses_expire,
+        );
+    };
+    (@each $make:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                if let Some(harness) = $make.await {
+                    $crate::testkit::response_checks::$check(&harness).await;
                 }
             }
         )*
