@@ -378,6 +378,8 @@ struct TextEvent<'a> {
     delta: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     text: Option<&'a str>,
+    /// Always empty: no backend gives log probabilities (required by the reference).
+    logprobs: [(); 0],
     sequence_number: u64,
 }
 
@@ -443,6 +445,7 @@ impl ResponsesEncoder {
             content_index: 0,
             delta,
             text,
+            logprobs: [],
             sequence_number: n,
         })
     }
