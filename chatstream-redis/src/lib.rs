@@ -6,7 +6,7 @@
 //! | type | core trait | Redis feature |
 //! |---|---|---|
 //! | [`RedisConversationStore`] | [`ConversationStore`](chatstream_core::ConversationStore) | hashes, lists, sorted sets; sliding `EXPIRE`; Lua for atomic appends; `SCAN` for stats and cleanup |
-//! | [`RedisTokenSink`] | [`TokenSink`](chatstream_core::TokenSink) | one stream per [`StreamKey`](chatstream_core::StreamKey), explicit entry ids from `seq`, pipelined script calls (one round trip per batch) |
+//! | [`RedisTokenSink`] | [`TokenSink`](chatstream_core::TokenSink) | one stream per [`StreamKey`](chatstream_core::StreamKey), explicit entry ids from `seq`, one script call per round trip covering every stream of the publishes waiting, in call order at any number in flight |
 //! | [`RedisTokenSource`] | [`TokenSource`](chatstream_core::TokenSource) | `XREAD` from any `seq`, then `XREAD BLOCK` until `End`, many streams per read and connection; `HistoryLost` once trimmed or expired |
 //! | [`RedisRequestSink`] | [`RequestSink`](chatstream_core::RequestSink) | `XADD` to the request stream; dead letters readable |
 //! | [`RedisRequestSource`] | [`MessageSource`](chatstream_core::MessageSource) | consumer group, `XREADGROUP BLOCK`, `XACK`, `XAUTOCLAIM` of crashed consumers' entries, dead-letter stream |

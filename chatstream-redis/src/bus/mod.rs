@@ -13,6 +13,15 @@
 //! another) is dropped; one from the *same* attempt means publishes arrived out of order,
 //! and the publish fails so the worker gives the request back.
 //!
+//! # Publishing
+//!
+//! A [`RedisTokenSink`] appends in call order however many publishes are in flight
+//! (`WorkerConfig::max_in_flight`): each publish hands its envelopes to the sink's writer
+//! task before it first waits, and the writer sends what is waiting as one script call
+//! covering every stream of every waiting publish, one call at a time. Redis pays for the
+//! script call once per round trip, not once per stream or envelope; batches grow while a
+//! call is out.
+//!
 //! # History and expiry
 //!
 //! Streams are capped at about [`BusConfig::max_len`] entries (trimmed by the publish
@@ -58,9 +67,8 @@
 //! Publishes and reads both ride out a Redis restart of up to [`BusConfig::retry_for`]:
 //!
 //! - A publish that fails on connection trouble is sent again (the entry ids make a
-//!   repeated append a no-op), and retried publishes keep the order of the calls: a publish
-//!   is not sent while an earlier one is being retried, and a retry waits until every
-//!   earlier publish is over. The worker's answers thus go on where they were.
+//!   repeated append a no-op), before any later publish: the sink's writer sends one
+//!   script call at a time, in call order. The worker's answers thus go on where they were.
 //! - A reader reconnects and reads on after each subscription's position. When Redis kept
 //!   its data (AOF, `appendonly yes`), the streams are there and nothing is lost. When it
 //!   came back empty, a stream the subscription had seen is gone: it ends with
@@ -73,7 +81,6 @@
 //!   a proxy that splits multi-key reads), as [`RedisClient`](crate::RedisClient) does.
 
 mod mux;
-mod order;
 mod scripts;
 mod sink;
 mod source;

@@ -1,75 +1,107 @@
-//! The publish script: one call per stream per batch, all calls of a batch pipelined.
+//! The publish script: one call per round trip, covering every stream of every publish in
+//! it.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Appends envelopes under explicit ids, trims, marks and expires.
+/// Appends envelopes of many streams under explicit ids, trims, marks and expires.
 ///
-/// KEYS: stream, marker. ARGV: max_len, live ttl (ms), ended ttl (ms), tombstone (ms),
-/// the entry id of the batch's `End` ('' when none), then id / JSON pairs. The `End` is
-/// also kept in the marker (`ended` = its id, `end` = its JSON).
-/// Returns `{added, stale}`; fails when an envelope of the newest attempt arrives after a
-/// later one (out of order).
+/// The call holds *groups*, one per publish and stream, in call order (a stream may have
+/// several groups when several publishes of it go out together). KEYS: stream and marker
+/// of each group, in group order. ARGV: max_len, live ttl (ms), ended ttl (ms), tombstone
+/// (ms), then per group: the number of envelopes `n`, the entry id of the group's `End`
+/// ('' when none), then `n` id / JSON pairs. The `End` is also kept in the marker
+/// (`ended` = its id, `end` = its JSON).
+///
+/// Returns `{added, stale, error}` per group; `error` is '' when the group was appended, or
+/// why not: `OUTOFORDER …` when an envelope of the newest attempt arrives after a later one,
+/// or the command error of a key that is not a stream. A failing group does not stop the
+/// others.
 ///
 /// A stream that begins (no stream, no marker) with an envelope other than the first of
 /// its attempt lost its start (Redis came back empty while the worker went on): the
 /// missing part is recorded as trimmed, so a read from the start gets `HistoryLost`.
+///
+/// Per group of a stream that exists and has not ended, Redis runs five commands (`XADD`
+/// per envelope, `XLEN`, `HEXISTS`, two `PEXPIRE`); the script call itself is paid once per
+/// round trip.
 pub(super) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local stream, marker = KEYS[1], KEYS[2]
 local max_len = tonumber(ARGV[1])
+local live_ttl, ended_ttl, tombstone = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local ATTEMPT = 4294967296
+local function ms_of(id)
+  return tonumber(string.match(id, '^(%d+)'))
+end
 local function attempt_of(id)
-  return math.floor(tonumber(string.match(id, '^(%d+)')) / ATTEMPT)
+  return math.floor(ms_of(id) / ATTEMPT)
 end
-local end_id = ARGV[5]
-if #ARGV >= 6 and redis.call('EXISTS', stream) == 0 and redis.call('EXISTS', marker) == 0 then
-  local first = tonumber(string.match(ARGV[6], '^(%d+)'))
-  if first % ATTEMPT ~= 0 then
-    redis.call('HSET', marker, 'trimmed', string.format('%d-1', first - 1))
-  end
-end
-local added, stale, top_attempt, end_json = 0, 0, nil, nil
-for i = 6, #ARGV, 2 do
-  local id = ARGV[i]
-  local r = redis.pcall('XADD', stream, id, 'env', ARGV[i + 1])
-  local kept = true
-  if type(r) == 'table' and r.err then
-    if not string.find(r.err, 'equal or smaller', 1, true) then return r end
-    if #redis.call('XRANGE', stream, id, id) == 0 then
-      kept = false
-      if top_attempt == nil then
-        local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-        top_attempt = attempt_of(top[1][1])
+local function group(stream, marker, a, n, end_id)
+  local added, stale, top_attempt, end_json = 0, 0, nil, nil
+  for i = a, a + 2 * n - 1, 2 do
+    local id = ARGV[i]
+    local r = redis.pcall('XADD', stream, id, 'env', ARGV[i + 1])
+    local kept = true
+    if type(r) == 'table' and r.err then
+      if not string.find(r.err, 'equal or smaller', 1, true) then return {added, stale, r.err} end
+      if #redis.call('XRANGE', stream, id, id) == 0 then
+        kept = false
+        if top_attempt == nil then
+          local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+          top_attempt = attempt_of(top[1][1])
+        end
+        if attempt_of(id) >= top_attempt then
+          return {added, stale, 'OUTOFORDER entry ' .. id .. ' arrived after a later one'}
+        end
+        stale = stale + 1
       end
-      if attempt_of(id) >= top_attempt then
-        return redis.error_reply('OUTOFORDER entry ' .. id .. ' arrived after a later one')
-      end
-      stale = stale + 1
+    else
+      added = added + 1
     end
-  else
-    added = added + 1
+    if kept and id == end_id then end_json = ARGV[i + 1] end
   end
-  if kept and id == end_id then end_json = ARGV[i + 1] end
-end
-local len = redis.call('XLEN', stream)
-if len > max_len + math.floor(max_len / 10) then
-  local victims = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - max_len)
-  redis.call('XTRIM', stream, 'MAXLEN', max_len)
-  redis.call('HSET', marker, 'trimmed', victims[#victims][1])
-end
-local ends = end_json ~= nil
-if ends then redis.call('HSET', marker, 'ended', end_id, 'end', end_json) end
-if added > 0 or ends then
-  redis.call('HSETNX', marker, 'started', '1')
-  local ttl = tonumber(ARGV[2])
-  if redis.call('HEXISTS', marker, 'ended') == 1 then ttl = tonumber(ARGV[3]) end
+  if added == 0 and end_json == nil then return {0, stale, ''} end
+  local len = redis.call('XLEN', stream)
+  if len == added then
+    -- The stream begins with this group.
+    if redis.call('EXISTS', marker) == 0 and ms_of(ARGV[a]) % ATTEMPT ~= 0 then
+      redis.call('HSET', marker, 'trimmed', string.format('%d-1', ms_of(ARGV[a]) - 1))
+    end
+    redis.call('HSETNX', marker, 'started', '1')
+  elseif len > max_len + math.floor(max_len / 10) then
+    local victims = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - max_len)
+    redis.call('XTRIM', stream, 'MAXLEN', max_len)
+    redis.call('HSET', marker, 'trimmed', victims[#victims][1])
+  end
+  local ttl = live_ttl
+  if end_json ~= nil then
+    redis.call('HSET', marker, 'ended', end_id, 'end', end_json)
+    redis.call('HSETNX', marker, 'started', '1')
+    ttl = ended_ttl
+  elseif redis.call('HEXISTS', marker, 'ended') == 1 then
+    ttl = ended_ttl
+  end
   redis.call('PEXPIRE', stream, ttl)
-  redis.call('PEXPIRE', marker, ttl + tonumber(ARGV[4]))
+  redis.call('PEXPIRE', marker, ttl + tombstone)
+  return {added, stale, ''}
 end
-return {added, stale}
+local out = {}
+local a = 5
+for g = 1, #KEYS, 2 do
+  local n = tonumber(ARGV[a])
+  local end_id = ARGV[a + 1]
+  local ok, res = pcall(group, KEYS[g], KEYS[g + 1], a + 2, n, end_id)
+  if not ok then
+    local msg = res
+    if type(res) == 'table' then msg = res.err or 'error' end
+    res = {0, 0, tostring(msg)}
+  end
+  out[#out + 1] = res
+  a = a + 2 + 2 * n
+end
+return out
 ",
     )
 });
