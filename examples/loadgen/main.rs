@@ -23,7 +23,11 @@
 //! `--ramp-limit` and `--time-limit` and ends by itself.
 //!
 //! Environment: `CHATSTREAM_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`),
-//! `CHATSTREAM_REDIS_URL` (default `redis://127.0.0.1:6379/0`). Each client holds a socket in
+//! `CHATSTREAM_REDIS_URL` (default `redis://127.0.0.1:6379/0`). The server processes set up
+//! tracing as the other examples do: `LOG_LEVEL` (default `warn`), `LOG_FORMAT`, and span
+//! export over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (`OTEL_TRACES_SAMPLER`,
+//! `OTEL_TRACES_SAMPLER_ARG`, … as the OpenTelemetry SDK reads them), which is how
+//! BENCHMARKS.md measures the cost of trace export. Each client holds a socket in
 //! this process and one in the gateway's: raise `ulimit -n` above `--streams` + 256 first.
 //! See BENCHMARKS.md, "End-to-end load (issue 7)", for the commands and the figures.
 
@@ -38,6 +42,8 @@ mod raw;
 mod raw_redis;
 mod report;
 mod serve;
+#[path = "../support/mod.rs"]
+mod support;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 

@@ -18,7 +18,7 @@ use chatstream::amqp::{
     AmqpConfig, AmqpConnection, AmqpRequestSink, AmqpRequestSource, AmqpTokenSink, AmqpTokenSource,
     TokenTopology,
 };
-use chatstream::axum::{quickstart, seed001, ChatstreamState};
+use chatstream::axum::{quickstart, seed001, trace_layer, ChatstreamState};
 use chatstream::redis::{
     BusConfig, QueueConfig, RedisClient, RedisRequestSink, RedisRequestSource, RedisTokenSink,
     RedisTokenSource,
@@ -35,12 +35,15 @@ use crate::{BoxResult, Broker, Mode, Role, ServeArgs};
 
 /// Runs one server process until told to quit.
 pub(crate) fn serve(args: &ServeArgs) -> BoxResult<()> {
-    // Warnings of the runtimes (a failed publish, a requeued request) go to stderr.
-    let filter = std::env::var("LOG_LEVEL").unwrap_or_else(|_| "warn".to_owned());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+    // Warnings of the runtimes (a failed publish, a requeued request) go to stderr; spans
+    // are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set, as in the other examples.
+    crate::support::init_logging("warn");
+    let result = serve_until_quit(args);
+    crate::support::telemetry::shutdown();
+    result
+}
+
+fn serve_until_quit(args: &ServeArgs) -> BoxResult<()> {
     let (go_tx, go_rx) = watch::channel(false);
     let backend = LoadBackend {
         chars: args.mode == Mode::Seeds,
@@ -167,7 +170,10 @@ fn gateway_config(args: &ServeArgs) -> GatewayConfig {
 /// `TCP_NODELAY` (SSE frames are small writes) and a deep accept backlog.
 async fn listen(gateway: Gateway) -> std::io::Result<SocketAddr> {
     let state = ChatstreamState::new(gateway);
-    let app = seed001::router(state.clone()).merge(quickstart::router(state));
+    // With a span per request continuing the client's `traceparent`, as the examples have.
+    let app = seed001::router(state.clone())
+        .merge(quickstart::router(state))
+        .layer(trace_layer());
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
