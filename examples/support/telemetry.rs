@@ -51,8 +51,14 @@ pub(crate) fn init(filter: EnvFilter) {
         let tracer = provider.tracer("chatstream");
         let _ = PROVIDER.set(provider);
         chatstream::trace::set_propagator(Arc::new(W3cPropagator::default()));
+        // Spans are entered at every poll of the future they wrap (a streaming answer's at
+        // every token): without context activation and busy/idle tracking an enter costs
+        // the layer nothing. Our propagation and log lines read a span's context through
+        // `OpenTelemetrySpanExt::context`, which needs neither.
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
+            .with_context_activation(false)
+            .with_tracked_inactivity(false)
             .with_filter(LevelFilter::INFO)
     });
     tracing_subscriber::registry().with(logs).with(otel).init();
