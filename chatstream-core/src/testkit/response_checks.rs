@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::store_checks::HOSTILE;
+use super::store_checks::{ok, HOSTILE};
 use crate::{
     ChatMessage, DynResponseStore, FinishReason, ResponseHeader, ResponseOutcome, ResponseRecord,
     ResponseStatus, Usage,
@@ -39,17 +39,6 @@ impl ResponseStoreHarness for InMemoryResponseStoreHarness {
     async fn stores(&self, ttl: Duration) -> [Arc<DynResponseStore>; 2] {
         let store = Arc::new(crate::InMemoryResponseStore::new(ttl));
         [store.clone(), store]
-    }
-}
-
-async fn ok<T, E: std::fmt::Debug>(
-    what: &str,
-    f: impl std::future::Future<Output = Result<T, E>>,
-) -> T {
-    match tokio::time::timeout(Duration::from_secs(20), f).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("{what} failed: {e:?}"),
-        Err(_) => panic!("{what} took more than 20 s"),
     }
 }
 

@@ -44,7 +44,8 @@ pub const HOSTILE: &[&str] = &[
     "line\nbreak\r\ttab",
 ];
 
-async fn ok<T, E: std::fmt::Debug>(
+/// Awaits a store call that must succeed within 20 s (shared by the response-store checks).
+pub(crate) async fn ok<T, E: std::fmt::Debug>(
     what: &str,
     f: impl std::future::Future<Output = Result<T, E>>,
 ) -> T {
