@@ -181,7 +181,9 @@ impl ModelSeries {
             .iter()
             .position(|(o, _)| *o == outcome)
             .unwrap_or(0);
-        self.outcomes[i].fetch_add(1, Ordering::Relaxed);
+        // Release: a scrape that reads this count (Acquire) also sees the in-flight
+        // gauge and the other counters as the request left them (see `render`).
+        self.outcomes[i].fetch_add(1, Ordering::Release);
     }
 }
 
@@ -225,6 +227,28 @@ impl WorkerMetrics {
     pub fn render(&self, out: &mut String) {
         let c = &self.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        // The outcome counts are read first (Acquire) and the gauge and the other counters
+        // after: a request leaves the gauge and has its other counters raised before its
+        // outcome is counted (Release), so no scrape shows a request both in flight and
+        // settled, or counted `failed` but not dead-lettered.
+        let models = c.models.snapshot();
+        let mut settled = String::with_capacity(256 * models.len().max(1));
+        family(
+            &mut settled,
+            "requests_total",
+            "Requests settled, by model and outcome.",
+            "counter",
+        );
+        for (model, s) in &models {
+            let model = escape(model);
+            for (i, (_, outcome)) in OUTCOMES.iter().enumerate() {
+                let _ = writeln!(
+                    settled,
+                    "chatstream_worker_requests_total{{model=\"{model}\",outcome=\"{outcome}\"}} {}",
+                    s.outcomes[i].load(Ordering::Acquire)
+                );
+            }
+        }
         family(
             out,
             "requests_in_flight",
@@ -262,23 +286,7 @@ impl WorkerMetrics {
             family(out, name, help, "counter");
             let _ = writeln!(out, "chatstream_worker_{name} {value}");
         }
-        let models = c.models.snapshot();
-        family(
-            out,
-            "requests_total",
-            "Requests settled, by model and outcome.",
-            "counter",
-        );
-        for (model, s) in &models {
-            let model = escape(model);
-            for (i, (_, outcome)) in OUTCOMES.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "chatstream_worker_requests_total{{model=\"{model}\",outcome=\"{outcome}\"}} {}",
-                    load(&s.outcomes[i])
-                );
-            }
-        }
+        out.push_str(&settled);
         for (name, help, tokens) in [
             (
                 "prompt_tokens_total",

@@ -85,19 +85,53 @@ enum Outcome {
     GiveBack(Error),
 }
 
-/// Counts a request in flight until dropped.
-struct InFlight<'a>(&'a Counters);
+/// Counts a request in flight until it is settled (or its task is dropped unsettled).
+struct InFlight<'a> {
+    counters: &'a Counters,
+    settled: bool,
+}
 
 impl<'a> InFlight<'a> {
     fn start(counters: &'a Counters) -> Self {
         counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(counters)
+        Self {
+            counters,
+            settled: false,
+        }
+    }
+
+    /// Counts the request's outcome, after it left the in-flight gauge: a scrape that
+    /// sees the outcome counted sees the gauge without it (the counts are `Release`
+    /// increments that [`WorkerMetrics::render`](super::WorkerMetrics::render) reads
+    /// with `Acquire` before the gauge). Called before the broker is told (ack, nack,
+    /// dead letter), as the counts always were.
+    fn settle(mut self, series: &ModelSeries, outcome: Settled) {
+        self.settled = true;
+        let c = self.counters;
+        c.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let count = |a: &std::sync::atomic::AtomicU64| {
+            a.fetch_add(1, Ordering::Release);
+        };
+        match outcome {
+            Settled::Completed => count(&c.completed),
+            Settled::Cancelled => count(&c.cancelled),
+            Settled::Failed => {
+                count(&c.failed);
+                count(&c.dead_lettered);
+            }
+            Settled::Rejected => count(&c.dead_lettered),
+            Settled::Requeued => count(&c.requeued),
+            Settled::Lost => count(&c.lost),
+        }
+        series.count(outcome);
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.settled {
+            self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -110,16 +144,14 @@ pub(crate) async fn handle(ctx: &Ctx, delivery: Delivery) {
         attempt,
         acker,
     } = delivery;
-    let _in_flight = InFlight::start(&ctx.counters);
+    let in_flight = InFlight::start(&ctx.counters);
     let request = match request.and_then(validate) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "dead-lettering malformed request");
-            ctx.counters
-                .models
-                .get(Some(UNKNOWN_MODEL))
-                .count(Settled::Rejected);
-            dead_letter(ctx, acker, &e.to_string()).await;
+            let series = ctx.counters.models.get(Some(UNKNOWN_MODEL));
+            in_flight.settle(&series, Settled::Rejected);
+            dead_letter(acker, &e.to_string()).await;
             return;
         }
     };
@@ -143,7 +175,7 @@ pub(crate) async fn handle(ctx: &Ctx, delivery: Delivery) {
                 tracing::warn!(error = %e, "could not announce the stream");
             }
         }
-        answer(ctx, request, attempt, acker).await;
+        answer(ctx, request, attempt, acker, in_flight).await;
     }
     .instrument(span)
     .await;
@@ -167,7 +199,13 @@ fn observe_queue_wait(ctx: &Ctx, request: &ChatRequest) {
 }
 
 /// Answers a valid request and settles it.
-async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Acker>) {
+async fn answer(
+    ctx: &Ctx,
+    request: ChatRequest,
+    attempt: u32,
+    acker: Box<dyn Acker>,
+    in_flight: InFlight<'_>,
+) {
     let key = request.key.clone();
     let series = ctx.counters.models.get(request.model.as_deref());
     let mut out = Emitter {
@@ -207,16 +245,14 @@ async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Ac
     // clients, and the request can no longer be acked or requeued from here.
     if acker.is_lost() {
         tracing::info!("the broker took the request back with the connection; stopped");
-        ctx.counters.lost.fetch_add(1, Ordering::Relaxed);
-        series.count(Settled::Lost);
+        in_flight.settle(&series, Settled::Lost);
         return;
     }
 
     let (end, result): (StreamEvent, Option<Error>) = match outcome {
         Outcome::GiveBack(e) => {
             tracing::warn!(error = %e, "giving the request back to the broker");
-            ctx.counters.requeued.fetch_add(1, Ordering::Relaxed);
-            series.count(Settled::Requeued);
+            in_flight.settle(&series, Settled::Requeued);
             let _ = acker.nack(true).await;
             return;
         }
@@ -282,28 +318,25 @@ async fn answer(ctx: &Ctx, request: ChatRequest, attempt: u32, acker: Box<dyn Ac
     };
     if let Err(e) = published {
         tracing::warn!(error = %e, "stream not fully published; requeueing");
-        ctx.counters.requeued.fetch_add(1, Ordering::Relaxed);
-        series.count(Settled::Requeued);
+        in_flight.settle(&series, Settled::Requeued);
         let _ = acker.nack(true).await;
         return;
     }
     match result {
         None => {
-            if cancelled {
-                ctx.counters.cancelled.fetch_add(1, Ordering::Relaxed);
-                series.count(Settled::Cancelled);
+            let outcome = if cancelled {
+                Settled::Cancelled
             } else {
-                ctx.counters.completed.fetch_add(1, Ordering::Relaxed);
-                series.count(Settled::Completed);
-            }
+                Settled::Completed
+            };
+            in_flight.settle(&series, outcome);
             if let Err(e) = acker.ack().await {
                 tracing::warn!(error = %e, "ack failed; the broker will redeliver");
             }
         }
         Some(e) => {
-            ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
-            series.count(Settled::Failed);
-            dead_letter(ctx, acker, &format!("generation failed: {e}")).await;
+            in_flight.settle(&series, Settled::Failed);
+            dead_letter(acker, &format!("generation failed: {e}")).await;
         }
     }
 }
@@ -328,8 +361,8 @@ async fn save(ctx: &Ctx, id: &str, msgs: &[ChatMessage]) -> Result<()> {
     }
 }
 
-async fn dead_letter(ctx: &Ctx, acker: Box<dyn Acker>, reason: &str) {
-    ctx.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+/// Dead-letters a request already settled (counted) as failed or rejected.
+async fn dead_letter(acker: Box<dyn Acker>, reason: &str) {
     if let Err(e) = acker.dead_letter(reason).await {
         tracing::warn!(error = %e, "dead-lettering failed");
     }
