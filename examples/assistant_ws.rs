@@ -24,8 +24,8 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | (none) | runs the service: worker, `/ws`, `/api/stream/…`, `/health` |
-//! | `--gateway-only` | runs `/ws`, `/api/stream/…` and `/health` without a worker (scale gateways out) |
+//! | (none) | runs the service: worker, `/ws`, `/api/stream/…`, `/health`, `/ready`, `/metrics` |
+//! | `--gateway-only` | runs `/ws`, `/api/stream/…`, `/health`, `/ready` and `/metrics` without a worker (scale gateways out) |
 //! | `--test-message CHANNEL "text"` | publishes a message as a seed 004 client, prints the answer as it streams, exits when it is complete (a service must be running) |
 //! | `--generate-uuid` | prints a new channel UUID and creates its thread |
 //! | `--show-thread-stats` | threads, messages, ages, oldest/newest, memory |
@@ -48,7 +48,7 @@
 //! | `REDIS_THREAD_EXPIRY` | `7776000` (90 days) | seconds a thread lives after its last use |
 //! | `ASSISTANT_TOKEN_BUS` | `rabbitmq` | how answers travel from workers to the WebSocket instances: `rabbitmq`, the durable RabbitMQ token stream (`RABBITMQ_TOKEN_STREAM`, default `chatstream.tokens.log`; `RABBITMQ_STREAM_MAX_AGE`, `RABBITMQ_STREAM_MAX_BYTES`), which keeps them through a RabbitMQ restart; or `redis`, the Redis bus (as durable as the Redis: without persistence a Redis restart loses the streams in flight). Both resume on any instance |
 //! | `LOG_LEVEL` | `info` | `debug`, `info`, `warning`, `error`, or a `tracing` filter |
-//! | `METRICS_PORT` | unset | serve the worker's metrics (`GET /metrics`, Prometheus text) and readiness (`GET /ready`) on this port (`0`: any free port, printed at start); off when unset or gateway-only (`GET /ready` is on the main port too) |
+//! | `METRICS_PORT` | unset | serve the worker's metrics (`GET /metrics`, Prometheus text) and readiness (`GET /ready`) on this port (`0`: any free port, printed at start); off when unset or gateway-only (`GET /ready` and the gateway's `GET /metrics` are on the main port) |
 //! | `METRICS_HOST` | `0.0.0.0` | address of the metrics port |
 
 mod support;
@@ -64,6 +64,7 @@ use chatstream::amqp::{
     AmqpConfig, AmqpConnection, AmqpRequestSink, AmqpRequestSource, AmqpTokenSink, AmqpTokenSource,
     TokenTopology,
 };
+use chatstream::axum::metrics::Metrics;
 use chatstream::axum::ready::Readiness;
 use chatstream::axum::ws::{Channels, WsEndpoint};
 use chatstream::axum::{method_not_allowed, not_found, seed001, ChatstreamState};
@@ -330,7 +331,8 @@ async fn test_message(
     }
 }
 
-/// The service: the worker (unless `gateway_only`), `/ws`, `/api/stream/…`, `/health`.
+/// The service: the worker (unless `gateway_only`), `/ws`, `/api/stream/…`, `/health`,
+/// `/ready` and the gateway's `/metrics`.
 async fn serve(config: &RedisConfig, gateway_only: bool) -> Res<()> {
     let redis = RedisClient::from_config(config).await?;
     let store = Arc::new(RedisConversationStore::new(
@@ -397,13 +399,17 @@ async fn serve(config: &RedisConfig, gateway_only: bool) -> Res<()> {
     let state = ChatstreamState::new(gateway.clone())
         .with_store(store)
         .with_stream_registry(Arc::new(registry));
+    // `GET /metrics`: the gateway's (`chatstream_*`; the worker's are on `METRICS_PORT`).
+    let metrics = Metrics::new(gateway.clone());
     let app: Router = WsEndpoint::new(state.clone())
         .with_channels(channels)
         .router()
         .merge(seed001::router(state))
         .merge(ready.router())
+        .merge(metrics.router())
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(metrics.layer());
 
     let (host, port) = listen_address()?;
     let listener = support::bind(&host, port, "set WEBSOCKET_URL").await?;
@@ -415,7 +421,8 @@ async fn serve(config: &RedisConfig, gateway_only: bool) -> Res<()> {
     };
     println!("assistant_ws ({mode}): WebSocket at ws://{addr}/ws");
     println!(
-        "  SSE: http://{addr}/api/stream/<channel>/<message_id>; health: http://{addr}/health"
+        "  SSE: http://{addr}/api/stream/<channel>/<message_id>; health: http://{addr}/health; \
+         metrics: http://{addr}/metrics"
     );
     println!(
         "  requests: exchange {:?} → queue {:?}; Redis prefix {:?}",

@@ -4,7 +4,8 @@
 //! - a browser subscribed to its channel gets the answer to a request published straight
 //!   to the exchange (started … completed, `message_id`, `thread_id`); its next message,
 //!   sent on the socket, carries the first exchange in its history, in the same thread, and
-//!   refreshes the channel's expiry;
+//!   refreshes the channel's expiry; the gateway's `GET /metrics` on the service's port
+//!   counts the answer's client stream and tokens;
 //! - a tool call shows `processing` before the answer;
 //! - `--test-message` prints the answer and exits 0;
 //! - `--clear-old-threads` removes only the old threads (and refuses without `--yes` when
@@ -44,6 +45,19 @@ const TOKENS: [&str; 8] = [
     " Bonjour!",
 ];
 
+/// `GET /metrics` on `port`: the gateway's metrics in Prometheus text.
+async fn scrape(port: u16) -> String {
+    let (status, body) = support::http(port, "GET /metrics HTTP/1.0", "", WAIT).await;
+    assert!(status.contains(" 200 "), "{status} {body}");
+    body
+}
+
+/// The value of `series` (name and labels exactly as exposed) in `text`.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 fn roles_and_contents(body: &Value) -> Vec<(String, String)> {
     body["messages"]
         .as_array()
@@ -64,6 +78,8 @@ async fn a_subscribed_browser_gets_answers_in_one_thread_whose_history_and_expir
         return;
     };
     let service = setup.start(&[]).await;
+    let before = scrape(service.port).await;
+    assert_eq!(value(&before, "chatstream_tokens_relayed_total"), Some(0.0));
     let mut browser = Browser::connect(&service).await;
     browser.subscribe("convex_id_12345").await;
 
@@ -91,6 +107,16 @@ async fn a_subscribed_browser_gets_answers_in_one_thread_whose_history_and_expir
     );
     assert_eq!(last.message, TOKENS.concat());
     assert_eq!(streamed_text(&answer), TOKENS.concat());
+    // The gateway's metrics on the service's own port moved with the answer.
+    let after = scrape(service.port).await;
+    assert!(
+        value(&after, "chatstream_tokens_relayed_total").is_some_and(|n| n >= 1.0),
+        "{after}"
+    );
+    assert!(
+        value(&after, "chatstream_clients_opened_total").is_some_and(|n| n >= 1.0),
+        "{after}"
+    );
     assert_eq!(
         setup.thread_of("convex_id_12345").await,
         Some(thread.clone())
