@@ -92,6 +92,7 @@ for target in "$@"; do
         CLEANUP+=("$dir")
         git -C "$ROOT" worktree add --quiet --detach "$dir" "$hash"
         if [ ! -f "$dir/$HARNESS" ]; then
+            mkdir -p "$(dirname "$dir/$HARNESS")"
             cp "$ROOT/$HARNESS" "$dir/$HARNESS"
             label="$hash (harness copied)"
         fi
