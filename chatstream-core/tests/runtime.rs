@@ -687,3 +687,57 @@ async fn a_stream_joined_in_its_middle_is_history_lost_not_a_partial_answer() {
         );
     }
 }
+
+/// Reads `client` until it has yielded `n` tokens.
+async fn read_tokens(client: &mut chatstream_core::ClientStream, n: usize) {
+    let mut seen = 0;
+    while seen < n {
+        match within(client.next()).await {
+            Some(ClientEvent::Envelope(env)) if matches!(env.event, StreamEvent::Token { .. }) => {
+                seen += 1
+            }
+            Some(ClientEvent::Envelope(_)) => {}
+            other => panic!("the stream ended early: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_shutting_down_ends_a_flowing_stream() {
+    let broker = InMemoryBroker::new();
+    let backend = EndlessBackend::new(Duration::from_millis(2));
+    let _w = worker(&broker, Arc::new(backend), WorkerConfig::default());
+    let gw = gateway(&broker, GatewayConfig::default());
+    let mut client = gw
+        .submit(ChatRequest::new(StreamKey::new("s", "shutdown"), "x"))
+        .await
+        .unwrap();
+    read_tokens(&mut client, 3).await;
+    gw.shutdown();
+    // Tokens keep coming, but the client's next event is the fault, and the last.
+    let rest: Vec<_> = within(client.collect()).await;
+    assert_eq!(rest, vec![ClientEvent::Fault(Fault::ShuttingDown)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flowing_stream_still_ends_at_its_deadline() {
+    let broker = InMemoryBroker::new();
+    let backend = EndlessBackend::new(Duration::from_millis(10));
+    let _w = worker(&broker, Arc::new(backend), WorkerConfig::default());
+    let gw = gateway(
+        &broker,
+        GatewayConfig {
+            stream_timeout: Some(Duration::from_secs(1)),
+            ..GatewayConfig::default()
+        },
+    );
+    let mut client = gw
+        .submit(ChatRequest::new(StreamKey::new("s", "deadline"), "x"))
+        .await
+        .unwrap();
+    read_tokens(&mut client, 3).await;
+    // A token every 10 ms never leaves the client idle; the stream's time limit ends it.
+    let rest: Vec<_> = within(client.collect()).await;
+    assert_eq!(rest.last(), Some(&ClientEvent::Fault(Fault::TimedOut)));
+    assert!(tokens(&rest).len() < 150, "ran well past its deadline");
+}

@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures::future::{BoxFuture, Fuse};
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
@@ -63,6 +64,14 @@ impl ClientStream {
         }
         let now = Instant::now();
         let deadline = inner.config.stream_timeout.map(|t| now + t);
+        let shutdown = inner.shutdown.subscribe();
+        let mut shutdown_rx = shutdown.clone();
+        let shutting_down = async move {
+            // Ends when the gateway shuts down (or is gone).
+            let _ = shutdown_rx.wait_for(|s| *s).await;
+        }
+        .boxed()
+        .fuse();
         let state = State {
             replay,
             rx,
@@ -71,7 +80,8 @@ impl ClientStream {
             last_seq: after_seq,
             seen_attempt,
             done: false,
-            shutdown: inner.shutdown.subscribe(),
+            shutdown,
+            shutting_down,
             deadline,
             last_activity: now,
             timer: None,
@@ -137,6 +147,9 @@ struct State {
     seen_attempt: Option<u32>,
     done: bool,
     shutdown: watch::Receiver<bool>,
+    /// Resolves when the gateway shuts down. Made once and kept, so that waiting for the
+    /// next envelope does not register and drop a waiter on the watch at every envelope.
+    shutting_down: Fuse<BoxFuture<'static, ()>>,
     deadline: Option<Instant>,
     /// When the last envelope (or the stream's start) was seen, for the idle timeout.
     last_activity: Instant,
@@ -197,6 +210,20 @@ impl State {
         if let Some(f) = self.initial_fault.take() {
             return HubMsg::Fault(f);
         }
+        // A gateway shutting down ends the stream at once, whatever is queued.
+        if *self.shutdown.borrow() {
+            return HubMsg::Fault(Fault::ShuttingDown);
+        }
+        // The common case: the client was woken because an envelope was queued. Take it
+        // without arming the select below (a queue waker, a poll of the timer, a random
+        // branch order), unless the stream's deadline has passed: then the select decides
+        // between the timer and the queue, as before.
+        if self.deadline.is_none_or(|d| d > Instant::now()) {
+            if let Some(m) = self.rx.queue.try_recv() {
+                self.last_activity = Instant::now();
+                return m;
+            }
+        }
         let due = self.due();
         if let Some(due) = due {
             if self.timer.is_none() {
@@ -212,7 +239,7 @@ impl State {
             };
             let fired = tokio::select! {
                 r = self.rx.queue.recv() => Some(r),
-                _ = self.shutdown.wait_for(|s| *s) => break HubMsg::Fault(Fault::ShuttingDown),
+                _ = &mut self.shutting_down => break HubMsg::Fault(Fault::ShuttingDown),
                 _ = timer => None,
             };
             match fired {

@@ -83,6 +83,11 @@ impl ClientQueue {
         .await
     }
 
+    /// The next message if one is queued, without waiting or registering a waker.
+    pub(crate) fn try_recv(&self) -> Option<HubMsg> {
+        self.lock().items.pop_front()
+    }
+
     /// Whether the client was cut off for falling behind.
     pub(crate) fn lagged(&self) -> bool {
         self.lock().lagged
