@@ -237,7 +237,12 @@ impl State {
                     None => std::future::pending().await,
                 }
             };
+            // The queue first: a client woken for an envelope takes it without polling the
+            // shutdown waiter and the timer. Neither starves: each recv checks the shutdown
+            // and the deadline above before waiting, and the idle timer matters only while
+            // the queue is empty.
             let fired = tokio::select! {
+                biased;
                 r = self.rx.queue.recv() => Some(r),
                 _ = &mut self.shutting_down => break HubMsg::Fault(Fault::ShuttingDown),
                 _ = timer => None,
