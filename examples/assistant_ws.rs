@@ -302,6 +302,8 @@ async fn test_message(
                     print!("{text}");
                     out.flush()?;
                 }
+                // This client offers no tools, so no call is for it.
+                StreamEvent::ToolCall { call } => println!("[tool call] {}", call.name),
                 StreamEvent::Error { message } => {
                     failed = true;
                     println!();

@@ -26,6 +26,7 @@
 //! | `LOG_LEVEL` | `info` | `debug`, `info`, `warning`, `error`, or a `tracing` filter |
 //! | `CORS_ORIGINS` | unset | comma-separated origins allowed to call the API (`*`: any) |
 //! | `CHATSTREAM_API_TOKENS` | one random token for user `demo`, printed at start | bearer tokens of the seed 002 API, `token:user,token:user` |
+//! | `CHATSTREAM_STREAM_AUTH` | unset | `1`: per-stream authorization on every API (a bearer token of `CHATSTREAM_API_TOKENS` to submit, the same user to read, stop, or see a stored response; 401 without one). The chat page sends no token, so it stops working: for API clients |
 
 mod support;
 
@@ -105,9 +106,12 @@ async fn run() -> Result<(), Box<dyn Error>> {
             (StaticTokens::new().with(&token, "demo"), Some(token))
         }
     };
+    let stream_auth = env("CHATSTREAM_STREAM_AUTH")
+        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
     let state = ChatstreamState::new(gateway.clone())
         .with_store(store)
-        .with_authenticator(Arc::new(tokens));
+        .with_authenticator(Arc::new(tokens))
+        .with_stream_auth(stream_auth);
     let model = env("OPENAI_MODEL").unwrap_or_else(|| "scripted".to_owned());
     let metrics = Metrics::new(gateway.clone());
 

@@ -24,6 +24,9 @@ pub const HEADER_FINISH: &str = "x-chatstream-finish-reason";
 /// Header: the usage of a seed 003 end message (`{"prompt_tokens", "completion_tokens",
 /// "total_tokens"}` as JSON), when the worker reported one (always for a cancelled answer).
 pub const HEADER_USAGE: &str = "x-chatstream-usage";
+/// Header: the client's tools of a request whose body format has no metadata (seed 003 and
+/// 004 bodies), as the JSON of `metadata["tools"]` ([`chatstream_core::meta::TOOLS`]).
+pub const HEADER_TOOLS: &str = "x-chatstream-tools";
 /// Header set by RabbitMQ on quorum-queue redeliveries.
 pub const HEADER_DELIVERY_COUNT: &str = "x-delivery-count";
 

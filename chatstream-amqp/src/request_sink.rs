@@ -8,7 +8,7 @@ use lapin::BasicProperties;
 use crate::codec::{self, CONTENT_JSON};
 use crate::publisher::{Outgoing, Publisher};
 use crate::topology::{self, short};
-use crate::AmqpConnection;
+use crate::{AmqpConnection, RequestFormat};
 
 /// Submits requests to the request queue (a [`RequestSink`]): persistent messages, publisher
 /// confirms, body in [`AmqpConfig::request_format`](crate::AmqpConfig::request_format), and
@@ -76,6 +76,13 @@ impl RequestSink for AmqpRequestSink {
         for name in [meta::TRACEPARENT, meta::TRACESTATE] {
             if let Some(value) = request.metadata.get(name) {
                 headers.insert(name.into(), codec::text(value));
+            }
+        }
+        // And the client's tools (the OpenAI and Responses APIs' `tools`), which the
+        // canonical body already carries in its metadata.
+        if format != RequestFormat::Canonical {
+            if let Some(value) = request.metadata.get(meta::TOOLS) {
+                headers.insert(codec::HEADER_TOOLS.into(), codec::text(value));
             }
         }
         let mut properties = BasicProperties::default()

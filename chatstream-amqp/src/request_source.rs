@@ -191,6 +191,12 @@ fn with_enqueued_at(mut request: ChatRequest, message: &Message) -> ChatRequest 
             request.metadata.entry(name.to_owned()).or_insert(value);
         }
     }
+    if let Some(value) = codec::header_text(headers, codec::HEADER_TOOLS) {
+        request
+            .metadata
+            .entry(meta::TOOLS.to_owned())
+            .or_insert(value);
+    }
     request
 }
 

@@ -254,7 +254,8 @@ async fn collect(
                     }
                     return Ok((text, finish_reason.clone(), *usage));
                 }
-                StreamEvent::Status { .. } => {}
+                // This route offers the model no client tools, so no call is for it.
+                StreamEvent::Status { .. } | StreamEvent::ToolCall { .. } => {}
             },
             ClientEvent::Reset { .. } => {
                 text.clear();

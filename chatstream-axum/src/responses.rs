@@ -34,11 +34,17 @@
 //! - `temperature` and `top_p` are accepted and echoed, but not passed on: the worker's
 //!   model configuration decides sampling ([`ChatRequest`]
 //!   carries no sampling fields, and a relay that half-honours them would mislead).
-//! - `tools`: function tools are accepted and echoed, but not offered to the model yet —
-//!   the worker does not publish the model's tool calls as events, so a `function_call`
-//!   output item could not reach the client (other tool types are a 400). `tool_choice`
-//!   other than `auto`/`none`, `text.format` other than text, and `conversation` are
-//!   refused (400); other unknown fields are ignored.
+//! - `tools`: function tools (`name`, optional `description` and `parameters`; `strict` is
+//!   not enforced) are offered to the model through the request
+//!   ([`meta::TOOLS`](chatstream_core::meta::TOOLS)), across any broker. A call the model
+//!   makes comes back as a `function_call` output item (`call_id`, `name`, `arguments`) and
+//!   the response completes; the client runs the tool and answers with a
+//!   `function_call_output` item in a request naming this response in
+//!   `previous_response_id`. The worker publishes a call whole, so its arguments arrive in
+//!   one `response.function_call_arguments.delta`. Other tool types are a 400; with
+//!   `tool_choice: "none"` no tool is offered. `tool_choice` other than `auto`/`none`,
+//!   `text.format` other than text, and `conversation` are refused (400); other unknown
+//!   fields are ignored.
 //! - `store` (default true): with `false` nothing is kept (the later routes answer 404);
 //!   `background` needs `store`.
 //! - `model` is echoed; it is passed on to the worker only when it is one of
@@ -55,7 +61,9 @@
 //! Known differences from OpenAI: `GET` of a response being generated shows no output yet
 //! (the partial text is in its event stream); a cancelled response's stream ends with
 //! `response.incomplete` carrying `status: "cancelled"`; a response whose token stream
-//! expired (the broker's retention) can still be read with `GET`, not streamed again.
+//! expired (the broker's retention) can still be read with `GET`, not streamed again;
+//! a stored response lists its message item before its function calls even in the rare
+//! case of a model that speaks again after a call (its stream showed them in order).
 
 mod input;
 mod records;
@@ -72,7 +80,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use chatstream_core::wire::responses::ResponsesOptions;
 use chatstream_core::wire::responses::{response_json, ResponseView, ResponsesEvents};
-use chatstream_core::{ChatMessage, ChatRequest, ClientStream, DynResponseStore};
+use chatstream_core::{meta, ChatMessage, ChatRequest, ClientStream, DynResponseStore};
 use chatstream_core::{ResponseHeader, ResponseRecord, ResponseStatus, StopOutcome, StreamStatus};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -273,7 +281,13 @@ async fn create(
             ));
         };
         context = prev.context;
-        if !outcome.text.is_empty() {
+        if !outcome.tool_calls.is_empty() {
+            // The calls the client now answers with `function_call_output` items.
+            context.push(ChatMessage::assistant_tool_calls(
+                outcome.text,
+                outcome.tool_calls,
+            ));
+        } else if !outcome.text.is_empty() {
             context.push(ChatMessage::assistant(outcome.text));
         }
     }
@@ -305,7 +319,7 @@ async fn create(
     let mut messages = Vec::with_capacity(context.len() + 1);
     messages.extend(req.instructions.iter().map(ChatMessage::system));
     messages.extend(context.iter().cloned());
-    let request = ChatRequest {
+    let mut request = ChatRequest {
         key: key.clone(),
         messages,
         model: s.config.models.contains(&model).then_some(model),
@@ -314,6 +328,9 @@ async fn create(
         metadata: Default::default(),
     }
     .stateless();
+    if let Some(tools) = req.tool_definitions()? {
+        request.metadata.insert(meta::TOOLS.to_owned(), tools);
+    }
     let mut record = ResponseRecord {
         header,
         owner: caller.as_ref().map(|p| p.as_str().to_owned()),

@@ -193,7 +193,7 @@ async fn collect(mut events: ClientStream) -> Result<String, ApiError> {
                 StreamEvent::Token { text: t } => text.push_str(t),
                 StreamEvent::Error { message } => failure = Some(message.clone()),
                 StreamEvent::End { .. } => break,
-                StreamEvent::Status { .. } => {}
+                StreamEvent::Status { .. } | StreamEvent::ToolCall { .. } => {}
             },
             ClientEvent::Reset { .. } => text.clear(),
             ClientEvent::Fault(Fault::TimedOut) => return Err(E::Timeout("answer").into()),

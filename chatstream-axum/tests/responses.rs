@@ -463,6 +463,34 @@ async fn errors_have_openais_shape_and_status() {
     let body = json!({"input": "x", "tools": [{"type": "web_search"}]});
     let (status, _) = s.json(post("/v1/responses", body)).await;
     assert_eq!(status, 400);
+    let f = |extra: Value| {
+        let mut tool = json!({"type": "function", "name": "get_weather"});
+        if let (Some(t), Value::Object(extra)) = (tool.as_object_mut(), extra) {
+            t.extend(extra);
+        }
+        tool
+    };
+    for (tools, param) in [
+        (json!([{"type": "function"}]), "tools[0].name"),
+        (json!([f(json!({"name": ""}))]), "tools[0].name"),
+        (
+            json!([f(json!({"parameters": "{}"}))]),
+            "tools[0].parameters",
+        ),
+        (
+            json!([f(json!({"description": 3}))]),
+            "tools[0].description",
+        ),
+        (json!([f(json!({})), f(json!({}))]), "tools[1].name"),
+    ] {
+        let body = json!({"input": "x", "tools": tools});
+        let (status, v) = s.json(post("/v1/responses", body)).await;
+        assert_eq!(
+            (status, v["error"]["param"].as_str()),
+            (400, Some(param)),
+            "{v}"
+        );
+    }
     let (status, v) = s.json(get("/v1/responses/resp_unknown")).await;
     assert_eq!(status, 404);
     shape(&v);

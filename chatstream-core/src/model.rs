@@ -209,9 +209,12 @@ pub mod meta {
     /// OpenAI API, seed 003, the AI SDK): the worker then neither loads nor saves history.
     pub const STATELESS: &str = "stateless";
     /// The tools offered to the model, as a JSON array of
-    /// [`ToolDefinition`](crate::backend::ToolDefinition)s: set by
-    /// [`ToolLoopLayer`](crate::backend::ToolLoopLayer) on the request it passes inward,
-    /// read by backends that can call tools (the OpenAI backend sends them as `tools`).
+    /// [`ToolDefinition`](crate::backend::ToolDefinition)s, read by backends that can call
+    /// tools (the OpenAI backend sends them as `tools`). On a request from a client (the
+    /// OpenAI and Responses APIs' `tools`) they are the client's tools: the worker publishes
+    /// the model's calls of them as [`StreamEvent::ToolCall`]s instead of running them.
+    /// [`ToolLoopLayer`](crate::backend::ToolLoopLayer) adds the worker's own tools to the
+    /// request it passes inward.
     pub const TOOLS: &str = "tools";
     /// When the broker took the request in, in milliseconds since the Unix epoch: set by
     /// a request source whose broker gives the time (RabbitMQ, Redis Streams), read by the
@@ -324,6 +327,15 @@ pub enum StreamEvent {
     Error {
         /// What went wrong, fit for the end user.
         message: String,
+    },
+    /// The model asks the client to run one of the tools the request offered in
+    /// [`meta::TOOLS`]: the client runs it and sends the result in its next request. The
+    /// answer then ends with [`FinishReason::ToolCalls`]. Calls of the worker's own tools
+    /// ([`ToolLoopLayer`](crate::backend::ToolLoopLayer)) are not published as calls: the
+    /// worker runs them and shows a [`Status::Processing`].
+    ToolCall {
+        /// The call, whole: its id, the tool's name and the JSON text of its arguments.
+        call: ToolCall,
     },
 }
 

@@ -133,3 +133,159 @@ async fn the_model_calls_get_weather_and_answers_with_its_result() {
     assert_eq!(result["temperature_c"], json!(-3.5));
     worker.shutdown().await;
 }
+
+/// The client's tool `name`, as a request carries it to the worker.
+fn client_tools(name: &str) -> String {
+    json!([{
+        "name": name,
+        "description": "Something only the client can do.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }])
+    .to_string()
+}
+
+/// Answers a request offering the client's tool `tool` through a worker whose backend is
+/// `backend`; returns the stream's events.
+async fn answer_with_client_tool(
+    backend: Arc<chatstream_core::DynLlmBackend>,
+    tool: &str,
+) -> (Vec<StreamEvent>, chatstream_core::WorkerHandle) {
+    let broker = InMemoryBroker::new();
+    let worker = Worker::builder(
+        Arc::new(broker.message_source()),
+        Arc::new(broker.clone()),
+        backend,
+    )
+    .build()
+    .spawn();
+    let gateway = Gateway::builder(Arc::new(broker.clone()), Arc::new(broker.clone())).build();
+    let mut request = ChatRequest::new(StreamKey::new("resp", "resp"), "Weather in Paris?");
+    request
+        .metadata
+        .insert(chatstream_core::meta::TOOLS.to_owned(), client_tools(tool));
+    let stream = gateway.submit(request.stateless()).await.unwrap();
+    let events = tokio::time::timeout(WAIT, stream.collect::<Vec<_>>())
+        .await
+        .expect("answer within the limit")
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Envelope(env) => Some(env.event.clone()),
+            _ => None,
+        })
+        .collect();
+    (events, worker)
+}
+
+/// The one call published, after checking the answer ended with `tool_calls`.
+fn the_call(events: &[StreamEvent]) -> &chatstream_core::ToolCall {
+    let calls: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::ToolCall { call } => Some(call),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(calls.len(), 1, "one published call: {events:?}");
+    assert!(
+        matches!(
+            events.last(),
+            Some(StreamEvent::End {
+                finish_reason: chatstream_core::FinishReason::ToolCalls,
+                ..
+            })
+        ),
+        "{events:?}"
+    );
+    calls[0]
+}
+
+#[tokio::test]
+async fn a_call_of_the_clients_tool_is_published_for_the_client_and_ends_the_answer() {
+    let fake = FakeOpenAi::start(Behaviour::call_tool(
+        "get_weather",
+        r#"{"city":"Paris"}"#,
+        Answer::new(["unused"]),
+    ))
+    .await;
+    let backend = OpenAiBackend::new(OpenAiConfig::new(fake.base_url(), "gpt-4o-mini"))
+        .unwrap()
+        .shared();
+    let (events, worker) = answer_with_client_tool(backend, "get_weather").await;
+    let call = the_call(&events);
+    assert_eq!(call.name, "get_weather");
+    assert_eq!(call.arguments, r#"{"city":"Paris"}"#);
+    assert!(call.id.starts_with("call_"), "{call:?}");
+    let bodies = fake.requests();
+    assert_eq!(bodies.len(), 1, "the worker did not ask again: {bodies:?}");
+    assert_eq!(bodies[0]["tools"][0]["type"], "function");
+    assert_eq!(bodies[0]["tools"][0]["function"]["name"], "get_weather");
+    worker.shutdown().await;
+}
+
+/// A worker running its own `get_weather` (the tool loop) against a model that calls
+/// `tool` when offered.
+async fn worker_with_own_weather(
+    tool: &str,
+) -> (
+    FakeOpenAi,
+    Arc<chatstream_core::DynLlmBackend>,
+    Arc<Mutex<Vec<String>>>,
+) {
+    let (weather_url, weather_seen) = fake_weather().await;
+    let fake = FakeOpenAi::start(Behaviour::call_tool(
+        tool,
+        r#"{"city":"Paris"}"#,
+        Answer::new(["unused"]),
+    ))
+    .await;
+    let weather = WeatherTool::new("owm-key")
+        .unwrap()
+        .with_base_url(weather_url);
+    let backend = OpenAiBackend::new(OpenAiConfig::new(fake.base_url(), "gpt-4o-mini"))
+        .unwrap()
+        .layer(ToolLoopLayer::new([Arc::new(weather) as _]))
+        .shared();
+    (fake, backend, weather_seen)
+}
+
+#[tokio::test]
+async fn beside_the_workers_own_tools_a_client_tool_call_goes_to_the_client() {
+    let (fake, backend, weather_seen) = worker_with_own_weather("lookup").await;
+    let (events, worker) = answer_with_client_tool(backend, "lookup").await;
+    assert_eq!(the_call(&events).name, "lookup");
+    let bodies = fake.requests();
+    assert_eq!(bodies.len(), 1, "the loop did not ask again: {bodies:?}");
+    let offered: Vec<&str> = bodies[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        offered,
+        ["get_weather", "lookup"],
+        "the worker's and the client's"
+    );
+    assert!(
+        weather_seen.lock().unwrap().is_empty(),
+        "no tool of the worker ran"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_tool_named_like_one_of_the_workers_is_refused_by_name() {
+    let (fake, backend, weather_seen) = worker_with_own_weather("get_weather").await;
+    let (events, worker) = answer_with_client_tool(backend, "get_weather").await;
+    let error = events.iter().find_map(|e| match e {
+        StreamEvent::Error { message } => Some(message.as_str()),
+        _ => None,
+    });
+    assert!(
+        error.is_some_and(|m| m.contains("get_weather")),
+        "a clash is an error naming the tool: {events:?}"
+    );
+    worker.shutdown().await;
+    assert!(weather_seen.lock().unwrap().is_empty());
+    assert!(fake.requests().is_empty(), "the model was not asked");
+}

@@ -17,7 +17,7 @@ use chatstream_core::wire::{
 };
 use chatstream_core::{
     ClientEvent, ClientTransport, Fault, FinishReason, Frame, Status, StreamEvent, StreamKey,
-    TokenEnvelope,
+    TokenEnvelope, ToolCall,
 };
 
 /// Broker envelopes (seed 000 / canonical): whatever decodes re-encodes canonically and
@@ -136,6 +136,13 @@ pub fn client_transports(data: &[u8]) {
             detail: Some(text.clone()),
         },
         StreamEvent::token(text.as_str()),
+        StreamEvent::ToolCall {
+            call: ToolCall {
+                id: text.clone(),
+                name: text.clone(),
+                arguments: text.clone(),
+            },
+        },
         StreamEvent::Error {
             message: text.clone(),
         },

@@ -135,6 +135,21 @@ async function main() {
     assert.ok(e instanceof OpenAI.NotFoundError);
   });
   await expectStatus(client.responses.create({ model: MODEL, input: 'x'.repeat(200000) }), 413);
+  if (process.env.CHECK_AUTH === '1') {
+    const bad = new OpenAI({ baseURL: process.env.OPENAI_BASE_URL, apiKey: 'wrong-key' });
+    await expectStatus(bad.responses.create({ model: MODEL, input: 'x' }), 401, (e) => {
+      assert.ok(e instanceof OpenAI.AuthenticationError);
+    });
+    const mine = await client.responses.create({ model: MODEL, input: 'mine' });
+    const stranger = new OpenAI({
+      baseURL: process.env.OPENAI_BASE_URL,
+      apiKey: process.env.OPENAI_API_KEY_OTHER_USER,
+    });
+    await expectStatus(stranger.responses.retrieve(mine.id), 404);
+    await expectStatus(stranger.responses.delete(mine.id), 404);
+    assert.equal((await client.responses.retrieve(mine.id)).output_text, mine.output_text);
+    ok('auth');
+  }
   ok('errors');
 }
 

@@ -140,7 +140,17 @@ if os.environ.get("CHECK_AUTH") == "1":
     try:
         bad.responses.create(model=MODEL, input="x")
         raise AssertionError("a wrong key was accepted")
-    except openai.AuthenticationError:
-        pass
+    except openai.AuthenticationError as e:
+        assert e.status_code == 401, e
+    mine = client.responses.create(model=MODEL, input="mine")
+    stranger = OpenAI(base_url=os.environ["OPENAI_BASE_URL"], api_key=os.environ["OPENAI_API_KEY_OTHER_USER"])
+    for call in (lambda: stranger.responses.retrieve(mine.id), lambda: stranger.responses.delete(mine.id)):
+        try:
+            call()
+            raise AssertionError("another user's response was visible")
+        except openai.NotFoundError:
+            pass
+    assert client.responses.retrieve(mine.id).output_text == mine.output_text
+    ok("auth")
 ok("errors")
 print("all python checks passed", file=sys.stderr)

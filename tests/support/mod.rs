@@ -129,12 +129,20 @@ pub(crate) fn port_after(line: &str, prefix: &str) -> Option<u16> {
 /// Starts the quickstart example on a free port of 127.0.0.1 with the scripted backend
 /// (one word every 30 ms); returns it and its port.
 pub(crate) async fn start_quickstart(limit: Duration) -> (Child, u16) {
+    start_quickstart_with(limit, &[]).await
+}
+
+/// [`start_quickstart`] with more environment variables.
+pub(crate) async fn start_quickstart_with(limit: Duration, vars: &[(&str, &str)]) -> (Child, u16) {
     let mut cmd = Command::new(example_path("quickstart"));
     cmd.env("PORT", "0")
         .env("HOST", "127.0.0.1")
         .env_remove("OPENAI_URL")
         .env_remove("OPENAI_API_KEY")
+        .env_remove("CHATSTREAM_API_TOKENS")
+        .env_remove("CHATSTREAM_STREAM_AUTH")
         .env("LOG_LEVEL", "warning");
+    cmd.envs(vars.iter().copied());
     let started = start(cmd, "quickstart", limit, |line| {
         port_after(line, "http://127.0.0.1:")
     })

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use chatstream_core::backend::ToolDefinition;
 use chatstream_core::{ChatMessage, Role, ToolCall};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -78,14 +79,7 @@ impl CreateResponse {
                 ))
             }
         }
-        for (i, tool) in self.tools.iter().flatten().enumerate() {
-            if tool.get("type").and_then(Value::as_str) != Some("function") {
-                return Err(invalid(
-                    "only function tools are supported",
-                    format!("tools[{i}].type"),
-                ));
-            }
-        }
+        self.tool_definitions()?;
         if self.metadata.as_ref().is_some_and(|m| m.len() > 16) {
             return Err(invalid("metadata holds at most 16 pairs", "metadata"));
         }
@@ -93,6 +87,64 @@ impl CreateResponse {
             return Err(invalid("background mode requires store=true", "background"));
         }
         Ok(())
+    }
+}
+
+impl CreateResponse {
+    /// The function tools offered to the model, as the JSON of [`ToolDefinition`]s that
+    /// [`meta::TOOLS`](chatstream_core::meta::TOOLS) carries to the worker; `None` without
+    /// tools or with `tool_choice: "none"`. Each tool needs `type: "function"` and a
+    /// `name`; `description` and `parameters` are optional; `strict` is not enforced.
+    pub(crate) fn tool_definitions(&self) -> Result<Option<String>, OpenAiError> {
+        let mut out = Vec::new();
+        for (i, tool) in self.tools.iter().flatten().enumerate() {
+            if tool.get("type").and_then(Value::as_str) != Some("function") {
+                return Err(invalid(
+                    "only function tools are supported",
+                    format!("tools[{i}].type"),
+                ));
+            }
+            let name = match tool.get("name").and_then(Value::as_str) {
+                Some(n) if !n.is_empty() => n,
+                _ => {
+                    return Err(invalid(
+                        "a function tool needs a name",
+                        format!("tools[{i}].name"),
+                    ))
+                }
+            };
+            let description = match tool.get("description") {
+                None | Some(Value::Null) => "",
+                Some(Value::String(d)) => d,
+                Some(_) => {
+                    let param = format!("tools[{i}].description");
+                    return Err(invalid("description must be a string", param));
+                }
+            };
+            let parameters = match tool.get("parameters") {
+                None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+                Some(p @ Value::Object(_)) => p.clone(),
+                Some(_) => {
+                    let param = format!("tools[{i}].parameters");
+                    return Err(invalid("parameters must be a JSON Schema object", param));
+                }
+            };
+            if out.iter().any(|d: &ToolDefinition| d.name == name) {
+                let param = format!("tools[{i}].name");
+                return Err(invalid(format!("two tools are named {name:?}"), param));
+            }
+            out.push(ToolDefinition {
+                name: name.to_owned(),
+                description: description.to_owned(),
+                parameters,
+            });
+        }
+        let none = matches!(&self.tool_choice, Some(Value::String(s)) if s == "none");
+        if out.is_empty() || none {
+            return Ok(None);
+        }
+        // A Vec of strings and JSON values always serializes.
+        Ok(Some(serde_json::to_string(&out).unwrap_or_default()))
     }
 }
 

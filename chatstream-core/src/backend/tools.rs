@@ -209,14 +209,34 @@ impl<B: LlmBackend> LlmBackend for ToolLoop<B> {
         if self.tools.is_empty() {
             return self.inner.stream(request, conversation).await;
         }
+        let client = ToolDefinition::from_request(request)?;
+        if let Some(clash) = client
+            .iter()
+            .find(|c| self.tools.iter().any(|t| t.name() == c.name))
+        {
+            return Err(Error::invalid(
+                "tools",
+                format!(
+                    "the client's tool {:?} has the name of a tool the worker runs",
+                    clash.name
+                ),
+            ));
+        }
+        let definitions = if client.is_empty() {
+            self.definitions.clone()
+        } else {
+            let mut all: Vec<ToolDefinition> = self.tools.iter().map(|t| t.definition()).collect();
+            all.extend(client.iter().cloned());
+            // A Vec of plain structs and JSON values always serializes.
+            serde_json::to_string(&all).unwrap_or_else(|_| "[]".into())
+        };
         let mut request = request.clone();
-        request
-            .metadata
-            .insert(meta::TOOLS.to_owned(), self.definitions.clone());
+        request.metadata.insert(meta::TOOLS.to_owned(), definitions);
         let events = self.inner.stream(&request, conversation).await?;
         let rounds = Rounds {
             inner: self.inner.clone(),
             tools: self.tools.clone(),
+            client_tools: client.into_iter().map(|t| t.name).collect(),
             request,
             conversation: conversation.clone(),
             events: Some(events),
@@ -235,6 +255,9 @@ impl<B: LlmBackend> LlmBackend for ToolLoop<B> {
 struct Rounds<B> {
     inner: Arc<B>,
     tools: Arc<[Arc<DynTool>]>,
+    /// The names of the tools the client offered: a round that calls one of them ends the
+    /// answer, for the client to run it.
+    client_tools: Vec<String>,
     /// The request, growing by the tool messages of each round.
     request: ChatRequest,
     conversation: Conversation,
@@ -267,7 +290,7 @@ impl<B: LlmBackend> Rounds<B> {
                 }
                 Some(Ok(LlmEvent::Usage(u))) => self.add_usage(u),
                 Some(Ok(LlmEvent::Finish(FinishReason::ToolCalls | FinishReason::Stop)))
-                    if !self.calls.is_empty() =>
+                    if !self.calls.is_empty() && !self.calls_client_tool() =>
                 {
                     self.events = None;
                     if let Err(e) = self.next_round().await {
@@ -275,6 +298,10 @@ impl<B: LlmBackend> Rounds<B> {
                     }
                 }
                 Some(Ok(LlmEvent::Finish(reason))) => {
+                    let reason = match reason {
+                        FinishReason::Stop if self.calls_client_tool() => FinishReason::ToolCalls,
+                        other => other,
+                    };
                     self.events = None;
                     self.ready
                         .extend(self.usage.take().map(|u| Ok(LlmEvent::Usage(u))));
@@ -292,6 +319,14 @@ impl<B: LlmBackend> Rounds<B> {
                 }
             }
         }
+    }
+
+    /// True when the round called a tool of the client's: the answer then ends with
+    /// `tool_calls` instead of running the worker's tools of the same round.
+    fn calls_client_tool(&self) -> bool {
+        self.calls
+            .iter()
+            .any(|c| self.client_tools.contains(&c.name))
     }
 
     fn add_usage(&mut self, u: Usage) {

@@ -130,6 +130,7 @@ mod tests {
             usage: None,
             finish_reason: FinishReason::Stop,
             error: None,
+            tool_calls: Vec::new(),
         }
     }
 

@@ -71,18 +71,23 @@ pub fn sample_record(id: &str, owner: Option<&str>) -> ResponseRecord {
     }
 }
 
-/// A final outcome saying `text`.
+/// A final outcome saying `text`, then calling a client tool.
 pub fn sample_outcome(text: &str) -> ResponseOutcome {
     ResponseOutcome {
-        status: ResponseStatus::Cancelled,
+        status: ResponseStatus::Completed,
         text: text.into(),
         usage: Some(Usage {
             prompt_tokens: 1,
             completion_tokens: 2,
             total_tokens: 3,
         }),
-        finish_reason: FinishReason::Cancelled,
+        finish_reason: FinishReason::ToolCalls,
         error: None,
+        tool_calls: vec![crate::ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        }],
     }
 }
 
@@ -109,7 +114,7 @@ pub async fn responses_shared_between_instances(h: &impl ResponseStoreHarness) {
     );
     let got = ok("get", a.get(id)).await.expect("still stored");
     assert_eq!(got.outcome, Some(sample_outcome("Par")));
-    assert_eq!(got.status(), ResponseStatus::Cancelled);
+    assert_eq!(got.status(), ResponseStatus::Completed);
     assert_eq!(got.owner.as_deref(), Some("alice"));
 
     assert!(ok("delete", a.delete(id)).await);

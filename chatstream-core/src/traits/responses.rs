@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{ChatMessage, FinishReason, Result, StreamKey, Usage};
+use crate::{ChatMessage, FinishReason, Result, StreamKey, ToolCall, Usage};
 
 /// The lifecycle of a response: `queued` → `in_progress` → one of the final states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -124,6 +124,10 @@ pub struct ResponseOutcome {
     /// The `Error` event's message, for a failed response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The calls of the client's tools the model made (`function_call` output items), in
+    /// order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// One stored response.

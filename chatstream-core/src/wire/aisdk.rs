@@ -111,7 +111,9 @@ impl AiSdkEncoder {
                 out.push(Part::Finish.frame().with_id(seq));
                 out.push(Frame::data(DONE).with_id(seq));
             }
-            StreamEvent::Status { .. } => {}
+            // The AI SDK's tools are the server route's, not the browser's: a client
+            // tool call has no reader here.
+            StreamEvent::Status { .. } | StreamEvent::ToolCall { .. } => {}
         }
     }
 

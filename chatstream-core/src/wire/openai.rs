@@ -8,6 +8,7 @@
 //! | first token or end | first a role chunk, `"delta":{"role":"assistant","content":""}` |
 //! | token | `{"id":"chatcmpl-…","object":"chat.completion.chunk","created":…,"model":…,"choices":[{"index":0,"delta":{"content":"…"},"finish_reason":null}]}` |
 //! | status | nothing |
+//! | tool call (a tool the request offered) | a chunk `"delta":{"tool_calls":[{"index":n,"id":…,"type":"function","function":{"name":…,"arguments":…}}]}`, the whole call in one delta (`index` counts the calls from 0) |
 //! | end | a chunk with `"delta":{}` and the finish reason; with `include_usage` and known usage a chunk `"choices":[]`, `"usage":{…}`; then `[DONE]` |
 //! | error | `{"error":{"message":…,"type":"server_error","param":null,"code":null}}`; the end then sends only `[DONE]` |
 //! | reset (redelivery) | error with code `reset`, then `[DONE]`: OpenAI clients append every delta and cannot drop text already shown |
@@ -136,6 +137,33 @@ struct DeltaOut<'a> {
     role: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallDelta<'a>; 1]>,
+}
+
+impl<'a> DeltaOut<'a> {
+    fn content(content: Option<&'a str>) -> Self {
+        Self {
+            role: None,
+            content,
+            tool_calls: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ToolCallDelta<'a> {
+    index: u32,
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionDelta<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionDelta<'a> {
+    name: &'a str,
+    arguments: &'a str,
 }
 
 #[derive(Serialize)]
@@ -169,6 +197,8 @@ struct OpenAiEncoder {
     meta: ChunkMeta,
     include_usage: bool,
     role_sent: bool,
+    /// Tool calls sent (the `index` of the next).
+    calls: u32,
     errored: bool,
     finished: bool,
 }
@@ -195,7 +225,7 @@ impl OpenAiEncoder {
             self.role_sent = true;
             let delta = DeltaOut {
                 role: Some("assistant"),
-                content: Some(""),
+                ..DeltaOut::content(Some(""))
             };
             out.push(Frame::data(self.chunk(delta, None)).with_id(seq));
         }
@@ -206,14 +236,25 @@ impl OpenAiEncoder {
         match &env.event {
             StreamEvent::Token { text } => {
                 self.role_chunk(id, out);
-                let chunk = self.chunk(
-                    DeltaOut {
-                        role: None,
-                        content: Some(text),
-                    },
-                    None,
-                );
+                let chunk = self.chunk(DeltaOut::content(Some(text)), None);
                 out.push(Frame::data(chunk).with_id(id));
+            }
+            StreamEvent::ToolCall { call } => {
+                self.role_chunk(id, out);
+                let delta = DeltaOut {
+                    tool_calls: Some([ToolCallDelta {
+                        index: self.calls,
+                        id: &call.id,
+                        kind: "function",
+                        function: FunctionDelta {
+                            name: &call.name,
+                            arguments: &call.arguments,
+                        },
+                    }]),
+                    ..DeltaOut::content(None)
+                };
+                self.calls += 1;
+                out.push(Frame::data(self.chunk(delta, None)).with_id(id));
             }
             StreamEvent::Error { message } => {
                 self.errored = true;
@@ -226,10 +267,7 @@ impl OpenAiEncoder {
                 self.finished = true;
                 if !self.errored {
                     self.role_chunk(id, out);
-                    let delta = DeltaOut {
-                        role: None,
-                        content: None,
-                    };
+                    let delta = DeltaOut::content(None);
                     let chunk = self.chunk(delta, Some(finish_reason_str(finish_reason)));
                     out.push(Frame::data(chunk).with_id(id));
                     if let (true, Some(usage)) = (self.include_usage, usage) {

@@ -227,3 +227,53 @@ fn decoder_reads_what_servers_send() {
         );
     }
 }
+
+#[test]
+fn a_tool_call_is_a_tool_calls_delta_numbered_from_zero() {
+    let call = |id: &str| crate::ToolCall {
+        id: id.into(),
+        name: "get_weather".into(),
+        arguments: r#"{"city":"Paris"}"#.into(),
+    };
+    let frames = run(
+        &transport(false),
+        &[
+            ev(
+                0,
+                StreamEvent::ToolCall {
+                    call: call("call_1"),
+                },
+            ),
+            ev(
+                1,
+                StreamEvent::ToolCall {
+                    call: call("call_2"),
+                },
+            ),
+            ev(
+                2,
+                StreamEvent::End {
+                    finish_reason: FinishReason::ToolCalls,
+                    usage: None,
+                },
+            ),
+        ],
+    );
+    let data: Vec<&str> = frames.iter().map(|f| f.data.as_str()).collect();
+    assert_eq!(
+        data,
+        [
+            format!(
+                r#"{HEAD}[{{"index":0,"delta":{{"role":"assistant","content":""}},"finish_reason":null}}]}}"#
+            ),
+            format!(
+                r#"{HEAD}[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"id":"call_1","type":"function","function":{{"name":"get_weather","arguments":"{{\"city\":\"Paris\"}}"}}}}]}},"finish_reason":null}}]}}"#
+            ),
+            format!(
+                r#"{HEAD}[{{"index":0,"delta":{{"tool_calls":[{{"index":1,"id":"call_2","type":"function","function":{{"name":"get_weather","arguments":"{{\"city\":\"Paris\"}}"}}}}]}},"finish_reason":null}}]}}"#
+            ),
+            format!(r#"{HEAD}[{{"index":0,"delta":{{}},"finish_reason":"tool_calls"}}]}}"#),
+            DONE.to_owned(),
+        ]
+    );
+}

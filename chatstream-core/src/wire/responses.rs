@@ -9,6 +9,7 @@
 //! | first token | `response.output_item.added` (a `message` item), `response.content_part.added` (an `output_text` part), then the delta |
 //! | token | `response.output_text.delta` |
 //! | status | nothing |
+//! | tool call (a function tool of the request) | the open message item's closing events (below), then a `function_call` item: `response.output_item.added` (`arguments: ""`, `in_progress`), `response.function_call_arguments.delta` (the whole arguments: the worker publishes a call whole), `response.function_call_arguments.done`, `response.output_item.done`; text after a call opens a new message item |
 //! | error | `error` (`code: "server_error"`); the end then sends `response.failed` |
 //! | end | `response.output_text.done`, `response.content_part.done`, `response.output_item.done`, then `response.completed` (`stop`, `tool_calls`), `response.incomplete` (`length`: `incomplete_details.reason = "max_output_tokens"`; `content_filter`), or, for a cancelled response, `response.incomplete` whose response has `status: "cancelled"` (the API has no cancelled event); an answer without text still gets its (empty) message item unless it was cancelled or failed |
 //! | reset (redelivery) | `error` with code `reset`, and nothing more: the SDKs append deltas and cannot drop text |
@@ -18,7 +19,7 @@
 //!
 //! `sequence_number` is a function of the envelope: the `i`-th event (from 0) produced by
 //! the envelope numbered `seq` is [`sequence_number`]`(seq, i)` `= 10 × (seq + 1) + i`, and
-//! the two opening events are 0 and 1. An envelope produces at most six events, so the
+//! the two opening events are 0 and 1. An envelope produces at most seven events, so the
 //! numbers grow strictly and never collide, across redeliveries too (a later attempt's
 //! `seq` starts at `(attempt − 1) << 32`). They are not contiguous, which OpenAI's reference
 //! does not ask for ("the sequence number of this event").
@@ -35,7 +36,8 @@ use serde::Serialize;
 
 use super::json::to_compact_json;
 use crate::{ClientEvent, ClientTransport, FinishReason, Frame, FrameEncoder, StreamEvent};
-use crate::{ResponseHeader, ResponseOutcome, ResponseStatus, StreamKey, TokenEnvelope, Usage};
+use crate::{ResponseHeader, ResponseOutcome, ResponseStatus, StreamKey, TokenEnvelope};
+use crate::{ToolCall, Usage};
 
 /// Events an envelope's sequence number spans (see the [module docs](self)).
 pub const EVENTS_PER_ENVELOPE: u64 = 10;
@@ -70,6 +72,8 @@ pub struct ResponseView<'a> {
     pub error: Option<&'a str>,
     /// Add the SDKs' convenience field `output_text` (non-streamed bodies only).
     pub output_text: bool,
+    /// The output items besides the message.
+    pub output: OutputView<'a>,
 }
 
 impl<'a> ResponseView<'a> {
@@ -83,31 +87,35 @@ impl<'a> ResponseView<'a> {
             finish_reason: None,
             error: None,
             output_text: false,
+            output: OutputView::Calls(&[]),
         }
     }
 
     /// A finished response.
     pub fn finished(outcome: &'a ResponseOutcome) -> Self {
+        let calls = !outcome.tool_calls.is_empty();
         Self {
             status: outcome.status,
             text: &outcome.text,
-            with_item: has_message_item(outcome.status, &outcome.text),
+            with_item: has_message_item(outcome.status, &outcome.text, calls),
             usage: outcome.usage,
             finish_reason: Some(&outcome.finish_reason),
             error: outcome.error.as_deref(),
             output_text: false,
+            output: OutputView::Calls(&outcome.tool_calls),
         }
     }
 }
 
 /// True when a final response shows a message item: it has text, or it completed (or was
-/// cut by its limit) with none.
-pub fn has_message_item(status: ResponseStatus, text: &str) -> bool {
+/// cut by its limit) with none and called no tool.
+pub fn has_message_item(status: ResponseStatus, text: &str, called: bool) -> bool {
     !text.is_empty()
-        || matches!(
-            status,
-            ResponseStatus::Completed | ResponseStatus::Incomplete
-        )
+        || (!called
+            && matches!(
+                status,
+                ResponseStatus::Completed | ResponseStatus::Incomplete
+            ))
 }
 
 #[derive(Serialize)]
@@ -161,14 +169,51 @@ struct Format {
     kind: &'static str,
 }
 
+/// An output item: the answer's `message`, or a `function_call` of a client tool.
 #[derive(Serialize)]
-struct ItemOut<'a> {
+#[serde(untagged)]
+enum ItemOut<'a> {
+    Message(MessageOut<'a>),
+    Call(CallOut<'a>),
+}
+
+#[derive(Serialize)]
+struct MessageOut<'a> {
     id: String,
     #[serde(rename = "type")]
     kind: &'static str,
     status: &'static str,
     role: &'static str,
     content: Vec<PartOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct CallOut<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    status: &'static str,
+    arguments: &'a str,
+    call_id: &'a str,
+    name: &'a str,
+}
+
+/// The output item id of a response's `n`-th (from 0) function call: `fc_`, the response
+/// id's suffix, `_n`.
+pub fn call_item_id(response_id: &str, n: usize) -> String {
+    let suffix = response_id.strip_prefix("resp_").unwrap_or(response_id);
+    format!("fc_{suffix}_{n}")
+}
+
+fn call_item<'a>(header: &ResponseHeader, n: usize, call: &'a ToolCall, done: bool) -> ItemOut<'a> {
+    ItemOut::Call(CallOut {
+        id: call_item_id(&header.id, n),
+        kind: "function_call",
+        status: if done { "completed" } else { "in_progress" },
+        arguments: if done { &call.arguments } else { "" },
+        call_id: &call.id,
+        name: &call.name,
+    })
 }
 
 #[derive(Serialize)]
@@ -226,14 +271,43 @@ fn item_status(status: ResponseStatus) -> &'static str {
     }
 }
 
-fn item<'a>(header: &ResponseHeader, status: &'static str, text: Option<&'a str>) -> ItemOut<'a> {
-    ItemOut {
-        id: message_item_id(&header.id),
+fn item<'a>(id: String, status: &'static str, text: Option<&'a str>) -> ItemOut<'a> {
+    ItemOut::Message(MessageOut {
+        id,
         kind: "message",
         status,
         role: "assistant",
         content: text.map(part).into_iter().collect(),
-    }
+    })
+}
+
+/// What the `output` of a response object lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputView<'a> {
+    /// One message item saying the view's text (when [`ResponseView::with_item`]), then
+    /// these function calls: the order of a stored response.
+    Calls(&'a [ToolCall]),
+    /// The items a stream produced, in its order.
+    Items(&'a [StreamItem]),
+}
+
+/// An output item as a stream produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamItem {
+    /// A message item: its id and text.
+    Message {
+        /// `msg_…`.
+        id: String,
+        /// What it says.
+        text: String,
+    },
+    /// The `n`-th function call.
+    Call {
+        /// Its position among the response's calls, from 0.
+        n: usize,
+        /// The call.
+        call: ToolCall,
+    },
 }
 
 fn response_out<'a>(header: &'a ResponseHeader, view: &ResponseView<'a>) -> ResponseOut<'a> {
@@ -246,10 +320,25 @@ fn response_out<'a>(header: &'a ResponseHeader, view: &ResponseView<'a>) -> Resp
         code: "server_error",
         message: view.error.unwrap_or("the answer failed"),
     });
-    let output = if view.with_item {
-        vec![item(header, item_status(view.status), Some(view.text))]
-    } else {
-        Vec::new()
+    let status = item_status(view.status);
+    let output = match view.output {
+        OutputView::Calls(calls) => {
+            let message = view
+                .with_item
+                .then(|| item(message_item_id(&header.id), status, Some(view.text)));
+            let calls = calls
+                .iter()
+                .enumerate()
+                .map(|(n, call)| call_item(header, n, call, true));
+            message.into_iter().chain(calls).collect()
+        }
+        OutputView::Items(items) => items
+            .iter()
+            .map(|i| match i {
+                StreamItem::Message { id, text } => item(id.clone(), status, Some(text)),
+                StreamItem::Call { n, call } => call_item(header, *n, call, true),
+            })
+            .collect(),
     };
     ResponseOut {
         id: &header.id,
@@ -319,7 +408,9 @@ impl ClientTransport for ResponsesEvents {
             header: self.options.header.clone(),
             skip_through: self.options.starting_after,
             text: String::new(),
-            item_open: false,
+            items: Vec::new(),
+            message_open: false,
+            calls: 0,
             failure: None,
             next: 0,
             finished: false,
@@ -331,8 +422,14 @@ impl ClientTransport for ResponsesEvents {
 struct ResponsesEncoder {
     header: Arc<ResponseHeader>,
     skip_through: Option<u64>,
+    /// The whole text so far (every message item's).
     text: String,
-    item_open: bool,
+    /// The output items so far, in order.
+    items: Vec<StreamItem>,
+    /// The last item is a message still taking deltas.
+    message_open: bool,
+    /// Function calls so far.
+    calls: usize,
     failure: Option<String>,
     /// The number after the last event produced.
     next: u64,
@@ -351,7 +448,7 @@ struct ResponseEvent<'a> {
 struct ItemEvent<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    output_index: u32,
+    output_index: usize,
     item: ItemOut<'a>,
     sequence_number: u64,
 }
@@ -361,7 +458,7 @@ struct PartEvent<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     item_id: &'a str,
-    output_index: u32,
+    output_index: usize,
     content_index: u32,
     part: PartOut<'a>,
     sequence_number: u64,
@@ -372,7 +469,7 @@ struct TextEvent<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     item_id: &'a str,
-    output_index: u32,
+    output_index: usize,
     content_index: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     delta: Option<&'a str>,
@@ -380,6 +477,21 @@ struct TextEvent<'a> {
     text: Option<&'a str>,
     /// Always empty: no backend gives log probabilities (required by the reference).
     logprobs: [(); 0],
+    sequence_number: u64,
+}
+
+#[derive(Serialize)]
+struct ArgumentsEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    item_id: &'a str,
+    output_index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a str>,
     sequence_number: u64,
 }
 
@@ -415,36 +527,46 @@ impl ResponsesEncoder {
         })
     }
 
-    fn item_event(&self, kind: &'static str, status: &'static str, n: u64) -> String {
-        let text = (kind == "response.output_item.done").then_some(self.text.as_str());
+    /// The open message item: its output index, id and text.
+    fn message(&self) -> (usize, &str, &str) {
+        match self.items.last() {
+            Some(StreamItem::Message { id, text }) => (self.items.len() - 1, id, text),
+            _ => (self.items.len(), "", ""),
+        }
+    }
+
+    fn message_item_event(&self, kind: &'static str, status: &'static str, n: u64) -> String {
+        let (index, id, text) = self.message();
+        let text = (kind == "response.output_item.done").then_some(text);
         to_compact_json(&ItemEvent {
             kind,
-            output_index: 0,
-            item: item(&self.header, status, text),
+            output_index: index,
+            item: item(id.to_owned(), status, text),
             sequence_number: n,
         })
     }
 
-    fn part_event(&self, kind: &'static str, text: &str, n: u64) -> String {
+    fn part_event(&self, kind: &'static str, done: bool, n: u64) -> String {
+        let (index, id, text) = self.message();
         to_compact_json(&PartEvent {
             kind,
-            item_id: &message_item_id(&self.header.id),
-            output_index: 0,
+            item_id: id,
+            output_index: index,
             content_index: 0,
-            part: part(text),
+            part: part(if done { text } else { "" }),
             sequence_number: n,
         })
     }
 
     fn text_event(&self, kind: &'static str, delta: Option<&str>, n: u64) -> String {
-        let text = delta.is_none().then_some(self.text.as_str());
+        let (index, id, text) = self.message();
         to_compact_json(&TextEvent {
             kind,
-            item_id: &message_item_id(&self.header.id),
-            output_index: 0,
+            item_id: id,
+            output_index: index,
             content_index: 0,
             delta,
-            text,
+            text: delta.is_none().then_some(text),
             logprobs: [],
             sequence_number: n,
         })
@@ -475,17 +597,98 @@ impl ResponsesEncoder {
         self.push(out, n, kind, data);
     }
 
-    fn open_item(&mut self, seq: u64, i: &mut u64, out: &mut Vec<Frame>) {
-        if self.item_open {
+    /// Opens a message item unless one is open: the first is `msg_…`, one after a
+    /// function call `msg_…_k` (`k` its output index).
+    fn open_message(&mut self, seq: u64, i: &mut u64, out: &mut Vec<Frame>) {
+        if self.message_open {
             return;
         }
-        self.item_open = true;
+        self.message_open = true;
+        let mut id = message_item_id(&self.header.id);
+        if !self.items.is_empty() {
+            id = format!("{id}_{}", self.items.len());
+        }
+        self.items.push(StreamItem::Message {
+            id,
+            text: String::new(),
+        });
         let kind = "response.output_item.added";
         self.emit(out, seq, i, kind, |s, n| {
-            s.item_event(kind, "in_progress", n)
+            s.message_item_event(kind, "in_progress", n)
         });
         let kind = "response.content_part.added";
-        self.emit(out, seq, i, kind, |s, n| s.part_event(kind, "", n));
+        self.emit(out, seq, i, kind, |s, n| s.part_event(kind, false, n));
+    }
+
+    /// Closes the open message item, its status `status`.
+    fn close_message(&mut self, seq: u64, i: &mut u64, status: &'static str, out: &mut Vec<Frame>) {
+        if !self.message_open {
+            return;
+        }
+        self.message_open = false;
+        let kind = "response.output_text.done";
+        self.emit(out, seq, i, kind, |s, n| s.text_event(kind, None, n));
+        let kind = "response.content_part.done";
+        self.emit(out, seq, i, kind, |s, n| s.part_event(kind, true, n));
+        let kind = "response.output_item.done";
+        self.emit(out, seq, i, kind, |s, n| {
+            s.message_item_event(kind, status, n)
+        });
+    }
+
+    /// A function call item, whole: added, its arguments in one delta, done.
+    fn call(&mut self, seq: u64, i: &mut u64, call: &ToolCall, out: &mut Vec<Frame>) {
+        self.close_message(seq, i, "completed", out);
+        let n_call = self.calls;
+        self.calls += 1;
+        let index = self.items.len();
+        self.items.push(StreamItem::Call {
+            n: n_call,
+            call: call.clone(),
+        });
+        let id = call_item_id(&self.header.id, n_call);
+        let kind = "response.output_item.added";
+        self.emit(out, seq, i, kind, |s, n| {
+            to_compact_json(&ItemEvent {
+                kind,
+                output_index: index,
+                item: call_item(&s.header, n_call, call, false),
+                sequence_number: n,
+            })
+        });
+        let kind = "response.function_call_arguments.delta";
+        self.emit(out, seq, i, kind, |_, n| {
+            to_compact_json(&ArgumentsEvent {
+                kind,
+                item_id: &id,
+                output_index: index,
+                delta: Some(&call.arguments),
+                name: None,
+                arguments: None,
+                sequence_number: n,
+            })
+        });
+        let kind = "response.function_call_arguments.done";
+        self.emit(out, seq, i, kind, |_, n| {
+            to_compact_json(&ArgumentsEvent {
+                kind,
+                item_id: &id,
+                output_index: index,
+                delta: None,
+                name: Some(&call.name),
+                arguments: Some(&call.arguments),
+                sequence_number: n,
+            })
+        });
+        let kind = "response.output_item.done";
+        self.emit(out, seq, i, kind, |s, n| {
+            to_compact_json(&ItemEvent {
+                kind,
+                output_index: index,
+                item: call_item(&s.header, n_call, call, true),
+                sequence_number: n,
+            })
+        });
     }
 
     fn envelope(&mut self, env: &TokenEnvelope, out: &mut Vec<Frame>) {
@@ -494,13 +697,17 @@ impl ResponsesEncoder {
         match &env.event {
             StreamEvent::Status { .. } => {}
             StreamEvent::Token { text } => {
-                self.open_item(seq, &mut i, out);
+                self.open_message(seq, &mut i, out);
                 let kind = "response.output_text.delta";
                 self.emit(out, seq, &mut i, kind, |s, n| {
                     s.text_event(kind, Some(text), n)
                 });
                 self.text.push_str(text);
+                if let Some(StreamItem::Message { text: t, .. }) = self.items.last_mut() {
+                    t.push_str(text);
+                }
             }
+            StreamEvent::ToolCall { call } => self.call(seq, &mut i, call, out),
             StreamEvent::Error { message } => {
                 self.emit(out, seq, &mut i, "error", |_, n| {
                     Self::error_event("server_error", message, n)
@@ -514,19 +721,14 @@ impl ResponsesEncoder {
                 self.finished = true;
                 let failed = self.failure.is_some();
                 let status = ResponseStatus::of_finish(finish_reason, failed);
-                let with_item = has_message_item(status, &self.text);
-                if with_item {
-                    self.open_item(seq, &mut i, out);
-                    let kind = "response.output_text.done";
-                    self.emit(out, seq, &mut i, kind, |s, n| s.text_event(kind, None, n));
-                    let kind = "response.content_part.done";
-                    self.emit(out, seq, &mut i, kind, |s, n| {
-                        s.part_event(kind, &s.text, n)
-                    });
-                    let kind = "response.output_item.done";
-                    self.emit(out, seq, &mut i, kind, |s, n| {
-                        s.item_event(kind, item_status(status), n)
-                    });
+                if has_message_item(status, &self.text, self.calls > 0) {
+                    if self.items.is_empty() {
+                        self.open_message(seq, &mut i, out);
+                    }
+                    self.close_message(seq, &mut i, item_status(status), out);
+                } else if self.message_open {
+                    // A cancelled or failed answer without text: nothing was opened.
+                    self.close_message(seq, &mut i, item_status(status), out);
                 }
                 let kind = match status {
                     ResponseStatus::Completed => "response.completed",
@@ -537,11 +739,12 @@ impl ResponsesEncoder {
                     let view = ResponseView {
                         status,
                         text: &s.text,
-                        with_item,
+                        with_item: true,
                         usage: *usage,
                         finish_reason: Some(finish_reason),
                         error: s.failure.as_deref(),
                         output_text: false,
+                        output: OutputView::Items(&s.items),
                     };
                     s.response_event(kind, &view, n)
                 });
@@ -599,6 +802,7 @@ impl FrameEncoder for ResponsesEncoder {
 pub struct OutcomeCollector {
     text: String,
     failure: Option<String>,
+    tool_calls: Vec<ToolCall>,
 }
 
 impl OutcomeCollector {
@@ -607,6 +811,7 @@ impl OutcomeCollector {
         match event {
             ClientEvent::Envelope(env) => match &env.event {
                 StreamEvent::Token { text } => self.text.push_str(text),
+                StreamEvent::ToolCall { call } => self.tool_calls.push(call.clone()),
                 StreamEvent::Error { message } => self.failure = Some(message.clone()),
                 StreamEvent::End {
                     finish_reason,
@@ -619,6 +824,7 @@ impl OutcomeCollector {
                         usage: *usage,
                         finish_reason: finish_reason.clone(),
                         error: self.failure.take(),
+                        tool_calls: std::mem::take(&mut self.tool_calls),
                     });
                 }
                 StreamEvent::Status { .. } => {}
@@ -626,6 +832,7 @@ impl OutcomeCollector {
             ClientEvent::Reset { .. } => {
                 self.text.clear();
                 self.failure = None;
+                self.tool_calls.clear();
             }
             ClientEvent::Fault(_) => {}
         }

@@ -250,3 +250,140 @@ fn sequence_numbers_of_a_later_attempt_stay_above_the_first() {
         "exact in JavaScript"
     );
 }
+
+fn weather_call() -> crate::ToolCall {
+    crate::ToolCall {
+        id: "call_7".into(),
+        name: "get_weather".into(),
+        arguments: r#"{"city":"Paris"}"#.into(),
+    }
+}
+
+/// Some text, then a call of a client tool, then the end the worker sends after it.
+fn call_answer() -> Vec<ClientEvent> {
+    vec![
+        env(0, StreamEvent::token("Let me check.")),
+        env(
+            1,
+            StreamEvent::ToolCall {
+                call: weather_call(),
+            },
+        ),
+        env(2, end(FinishReason::ToolCalls, Some(usage()))),
+    ]
+}
+
+/// The events of [`call_answer`] after the two opening ones: the message item closes when
+/// the call comes, then the `function_call` item, whole (OpenAI's streaming event
+/// reference: `response.output_item.added`, `response.function_call_arguments.delta` /
+/// `.done`, `response.output_item.done`).
+const CALL_ANSWER: &str = concat!(
+    "id: 10\nevent: response.output_item.added\n",
+    r#"data: {"type":"response.output_item.added","output_index":0,"item":{"id":"msg_1","type":"message","status":"in_progress","role":"assistant","content":[]},"sequence_number":10}"#,
+    "\n\nid: 11\nevent: response.content_part.added\n",
+    r#"data: {"type":"response.content_part.added","item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"output_text","text":"","annotations":[]},"sequence_number":11}"#,
+    "\n\nid: 12\nevent: response.output_text.delta\n",
+    r#"data: {"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":"Let me check.","logprobs":[],"sequence_number":12}"#,
+    "\n\nid: 20\nevent: response.output_text.done\n",
+    r#"data: {"type":"response.output_text.done","item_id":"msg_1","output_index":0,"content_index":0,"text":"Let me check.","logprobs":[],"sequence_number":20}"#,
+    "\n\nid: 21\nevent: response.content_part.done\n",
+    r#"data: {"type":"response.content_part.done","item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"output_text","text":"Let me check.","annotations":[]},"sequence_number":21}"#,
+    "\n\nid: 22\nevent: response.output_item.done\n",
+    r#"data: {"type":"response.output_item.done","output_index":0,"item":{"id":"msg_1","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Let me check.","annotations":[]}]},"sequence_number":22}"#,
+    "\n\nid: 23\nevent: response.output_item.added\n",
+    r#"data: {"type":"response.output_item.added","output_index":1,"item":{"id":"fc_1_0","type":"function_call","status":"in_progress","arguments":"","call_id":"call_7","name":"get_weather"},"sequence_number":23}"#,
+    "\n\nid: 24\nevent: response.function_call_arguments.delta\n",
+    r#"data: {"type":"response.function_call_arguments.delta","item_id":"fc_1_0","output_index":1,"delta":"{\"city\":\"Paris\"}","sequence_number":24}"#,
+    "\n\nid: 25\nevent: response.function_call_arguments.done\n",
+    r#"data: {"type":"response.function_call_arguments.done","item_id":"fc_1_0","output_index":1,"name":"get_weather","arguments":"{\"city\":\"Paris\"}","sequence_number":25}"#,
+    "\n\nid: 26\nevent: response.output_item.done\n",
+    r#"data: {"type":"response.output_item.done","output_index":1,"item":{"id":"fc_1_0","type":"function_call","status":"completed","arguments":"{\"city\":\"Paris\"}","call_id":"call_7","name":"get_weather"},"sequence_number":26}"#,
+    "\n\nid: 30\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":",
+    r#"{"id":"resp_1","object":"response","created_at":1700000000,"status":"completed","background":false,"error":null,"incomplete_details":null,"instructions":null,"max_output_tokens":null,"metadata":{},"model":"m","output":[{"id":"msg_1","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Let me check.","annotations":[]}]},{"id":"fc_1_0","type":"function_call","status":"completed","arguments":"{\"city\":\"Paris\"}","call_id":"call_7","name":"get_weather"}],"parallel_tool_calls":true,"previous_response_id":null,"store":true,"temperature":null,"text":{"format":{"type":"text"}},"tool_choice":"auto","tools":[],"top_p":null,"truncation":"disabled","usage":{"input_tokens":3,"input_tokens_details":{"cached_tokens":0},"output_tokens":2,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":5},"user":null}"#,
+    ",\"sequence_number\":30}\n\n",
+);
+
+#[test]
+fn a_tool_call_is_a_function_call_item_after_the_closed_message_byte_for_byte() {
+    // The two opening events are those of every response (checked above).
+    assert_eq!(encode(header(), Some(1), &call_answer()), CALL_ANSWER);
+}
+
+#[test]
+fn a_resume_inside_a_tool_call_skips_exactly_what_was_seen() {
+    let whole = events(&encode(header(), None, &call_answer()));
+    let numbers: Vec<u64> = whole.iter().map(|e| e.0).collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    for after in [12, 22, 23, 24, 25, 26, 29] {
+        let resumed = events(&encode(header(), Some(after), &call_answer()));
+        let expected: Vec<_> = whole.iter().filter(|e| e.0 > after).cloned().collect();
+        assert_eq!(resumed, expected, "starting_after={after}");
+    }
+}
+
+#[test]
+fn a_call_without_text_has_no_message_item_and_text_after_a_call_opens_a_new_one() {
+    let only_call = [
+        env(
+            0,
+            StreamEvent::ToolCall {
+                call: weather_call(),
+            },
+        ),
+        env(1, end(FinishReason::ToolCalls, None)),
+    ];
+    let evs = events(&encode(header(), None, &only_call));
+    let kinds: Vec<&str> = evs.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    let done: serde_json::Value = serde_json::from_str(&evs[6].2).expect("json");
+    let output = done["response"]["output"].as_array().expect("output");
+    assert_eq!(output.len(), 1, "{output:?}");
+    assert_eq!(output[0]["type"], "function_call");
+    assert_eq!(output[0]["call_id"], "call_7");
+
+    let call_then_text = [
+        env(
+            0,
+            StreamEvent::ToolCall {
+                call: weather_call(),
+            },
+        ),
+        env(1, StreamEvent::token("Done.")),
+        env(2, end(FinishReason::Stop, None)),
+    ];
+    let evs = events(&encode(header(), None, &call_then_text));
+    let done: serde_json::Value =
+        serde_json::from_str(&evs.last().expect("events").2).expect("json");
+    let output = done["response"]["output"].as_array().expect("output");
+    let ids: Vec<&str> = output
+        .iter()
+        .map(|i| i["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["fc_1_0", "msg_1_1"]);
+    assert_eq!(output[1]["content"][0]["text"], "Done.");
+}
+
+#[test]
+fn the_stored_object_of_a_call_agrees_with_the_stream() {
+    let mut collector = OutcomeCollector::default();
+    let outcome = call_answer()
+        .iter()
+        .find_map(|e| collector.push(e))
+        .expect("an outcome at the end");
+    assert_eq!(outcome.status, ResponseStatus::Completed);
+    assert_eq!(outcome.finish_reason, FinishReason::ToolCalls);
+    assert_eq!(outcome.tool_calls, [weather_call()]);
+    let json = response_json(&header(), &ResponseView::finished(&outcome));
+    assert!(CALL_ANSWER.contains(&json), "{json}");
+}

@@ -12,13 +12,14 @@
 //! |---|---|
 //! | `"seq"` | always |
 //! | `"attempt"` | only when it is not 1 (absent means 1) |
-//! | `"type"` | always: `"token"`, `"end"`, `"error"` or `"status"` |
+//! | `"type"` | always: `"token"`, `"end"`, `"error"`, `"status"` or `"tool_call"` |
 //! | `"finish_reason"`, `"usage"` | `end` (`usage` when known) |
 //! | `"error"` | `error` (no `token` field, so old peers skip it) |
 //! | `"status"`, `"thread_id"`, `"detail"` | `status` (the last two when known) |
+//! | `"tool_call"` | `tool_call`: `{"id", "type": "function", "function": {"name", "arguments"}}` |
 //!
-//! [`Mode::Seed000`] writes exactly the seed's fields: statuses and errors have no
-//! representation there and encode to `None`.
+//! [`Mode::Seed000`] writes exactly the seed's fields: statuses, errors and tool calls have
+//! no representation there and encode to `None`.
 //!
 //! [`decode_envelope`] accepts both forms and any valid JSON spelling. Without `"type"` the
 //! kind is inferred: `end_of_stream: true` is an end (finish reason `stop`), a `token` is a
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::{from_json, json::to_python_json};
 use crate::{
     ChatMessage, ChatRequest, Error, FinishReason, Result, Status, StreamEvent, StreamKey,
-    TokenEnvelope, Usage,
+    TokenEnvelope, ToolCall, Usage,
 };
 
 const WHAT: &str = "seed 000 envelope";
@@ -74,6 +75,8 @@ struct WireOut<'a> {
     thread_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call: Option<&'a ToolCall>,
 }
 
 /// Encodes an envelope as seed 000 (or canonical) JSON, in Python `json.dumps` bytes.
@@ -94,6 +97,7 @@ pub fn encode_envelope(env: &TokenEnvelope, mode: Mode) -> Option<String> {
         status: None,
         thread_id: None,
         detail: None,
+        tool_call: None,
     };
     match &env.event {
         StreamEvent::Token { text } => {
@@ -125,7 +129,13 @@ pub fn encode_envelope(env: &TokenEnvelope, mode: Mode) -> Option<String> {
             out.thread_id = conversation_id.as_deref();
             out.detail = detail.as_deref();
         }
-        StreamEvent::Error { .. } | StreamEvent::Status { .. } => return None,
+        StreamEvent::ToolCall { call } if canonical => {
+            out.kind = Some("tool_call");
+            out.tool_call = Some(call);
+        }
+        StreamEvent::Error { .. } | StreamEvent::Status { .. } | StreamEvent::ToolCall { .. } => {
+            return None
+        }
     }
     Some(to_python_json(&out))
 }
@@ -174,6 +184,7 @@ struct WireIn {
     status: Option<Status>,
     thread_id: Option<String>,
     detail: Option<String>,
+    tool_call: Option<ToolCall>,
 }
 
 /// Decodes a seed 000 or canonical envelope. Unknown `type`s, missing or mistyped fields,
@@ -207,6 +218,9 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<DecodedEnvelope> {
             status: w.status.ok_or_else(|| missing("status"))?,
             conversation_id: w.thread_id,
             detail: w.detail,
+        },
+        "tool_call" => StreamEvent::ToolCall {
+            call: w.tool_call.ok_or_else(|| missing("tool_call"))?,
         },
         other => return Err(Error::decode(WHAT, format!("unknown type {other:?}"))),
     };

@@ -205,3 +205,23 @@ fn malformed_requests_are_decode_errors() {
         );
     }
 }
+
+#[test]
+fn a_tool_call_is_canonical_only_and_round_trips() {
+    let call = crate::ToolCall {
+        id: "call_1".into(),
+        name: "get_weather".into(),
+        arguments: r#"{"city": "Paris"}"#.into(),
+    };
+    let e = env(4, StreamEvent::ToolCall { call });
+    assert_eq!(encode_envelope(&e, Mode::Seed000), None);
+    let line = encode_envelope(&e, Mode::Canonical).expect("canonical");
+    assert_eq!(
+        line,
+        r#"{"sessionId": "s", "messageId": "m", "seq": 4, "type": "tool_call", "tool_call": {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}}"#
+    );
+    let back = decode_envelope(line.as_bytes()).expect("decodes");
+    assert_eq!(back.into_envelope(0), e);
+    let missing = br#"{"sessionId": "s", "messageId": "m", "type": "tool_call"}"#;
+    assert!(decode_envelope(missing).is_err());
+}

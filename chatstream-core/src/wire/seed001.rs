@@ -76,7 +76,7 @@ impl Seed001Encoder {
                 self.finished = true;
                 END.to_owned()
             }
-            StreamEvent::Status { .. } => return,
+            StreamEvent::Status { .. } | StreamEvent::ToolCall { .. } => return,
         };
         out.push(Frame::data(data).with_id(env.seq));
     }

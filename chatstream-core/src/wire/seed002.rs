@@ -237,6 +237,8 @@ impl Seed002Encoder {
                 };
                 out.push(typed_frame(EventKind::AiResponse, &data, now).with_id(id));
             }
+            // Seed 002's client loop has no event for a call it should run.
+            StreamEvent::ToolCall { .. } => {}
             StreamEvent::Error { message } => {
                 let data = ErrorData {
                     error: message,

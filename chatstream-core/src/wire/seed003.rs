@@ -115,15 +115,19 @@ pub enum ResponseKind {
     End,
     /// Generation failed; the body is the message.
     Error,
+    /// The model asks the client to run a tool; the body is the call as JSON,
+    /// `{"id", "type": "function", "function": {"name", "arguments"}}`.
+    ToolCall,
 }
 
 impl ResponseKind {
-    /// The value of the AMQP `type` property: `token`, `end`, `error`.
+    /// The value of the AMQP `type` property: `token`, `end`, `error`, `tool_call`.
     pub fn as_str(self) -> &'static str {
         match self {
             ResponseKind::Token => "token",
             ResponseKind::End => "end",
             ResponseKind::Error => "error",
+            ResponseKind::ToolCall => "tool_call",
         }
     }
 }
@@ -145,6 +149,14 @@ pub fn response_body(env: &TokenEnvelope) -> Option<ResponseMessage> {
         StreamEvent::Token { text } => (ResponseKind::Token, text.as_bytes().to_vec()),
         StreamEvent::End { .. } => (ResponseKind::End, Vec::new()),
         StreamEvent::Error { message } => (ResponseKind::Error, message.as_bytes().to_vec()),
+        StreamEvent::ToolCall { call } => {
+            return Some(ResponseMessage {
+                kind: ResponseKind::ToolCall,
+                // A struct of strings always serializes.
+                body: serde_json::to_vec(call).unwrap_or_default(),
+                content_type: "application/json",
+            });
+        }
         StreamEvent::Status { .. } => return None,
     };
     Some(ResponseMessage {
@@ -169,6 +181,9 @@ pub fn decode_response(kind: Option<&str>, body: &[u8]) -> Result<StreamEvent> {
             usage: None,
         }),
         Some("error") => Ok(StreamEvent::Error { message: text()? }),
+        Some("tool_call") => Ok(StreamEvent::ToolCall {
+            call: from_json(WHAT_RESPONSE, body)?,
+        }),
         Some(other) => Err(Error::decode(
             WHAT_RESPONSE,
             format!("unknown type {other:?}"),
@@ -273,7 +288,7 @@ impl FrameEncoder for Seed003Encoder {
                     }
                     out.push(Frame::data(DONE).with_id(env.seq));
                 }
-                StreamEvent::Status { .. } => {}
+                StreamEvent::Status { .. } | StreamEvent::ToolCall { .. } => {}
             },
             ClientEvent::Reset { .. } => {
                 self.finished = true;

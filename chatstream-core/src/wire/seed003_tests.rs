@@ -246,3 +246,20 @@ fn sse_errors_resets_and_faults_stop_the_stream() {
         ]
     );
 }
+
+#[test]
+fn a_tool_call_is_a_json_message_of_its_own_type() {
+    let call = crate::ToolCall {
+        id: "call_1".into(),
+        name: "get_weather".into(),
+        arguments: "{}".into(),
+    };
+    let msg = response_body(&env(2, StreamEvent::ToolCall { call: call.clone() })).expect("sent");
+    assert_eq!(msg.kind.as_str(), "tool_call");
+    assert_eq!(msg.content_type, "application/json");
+    assert_eq!(
+        decode_response(Some("tool_call"), &msg.body).expect("decodes"),
+        StreamEvent::ToolCall { call }
+    );
+    assert!(decode_response(Some("tool_call"), b"not json").is_err());
+}

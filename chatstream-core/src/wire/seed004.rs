@@ -223,6 +223,8 @@ impl Seed004Encoder {
                 self.errored = true;
                 self.error(message.clone(), message.clone())
             }
+            // Seed 004's front end has no message for a call it should run.
+            StreamEvent::ToolCall { .. } => return None,
             StreamEvent::End { .. } => {
                 self.finished = true;
                 if self.errored {

@@ -14,6 +14,7 @@ use super::cancel::CancelRegistry;
 use super::coalesce::Coalescer;
 use super::metrics::{ModelSeries, Outcome as Settled};
 use super::{Counters, WorkerConfig};
+use crate::backend::ToolDefinition;
 use crate::{
     meta, Acker, ChatMessage, ChatRequest, Conversation, Delivery, Destination,
     DynConversationStore, DynLlmBackend, DynSessionFeed, DynTokenSink, Error, FinishReason,
@@ -453,6 +454,13 @@ async fn generate(
     let mut deltas: u32 = 0;
     let mut responding = false;
     let mut finish = FinishReason::Stop;
+    // The client's tools (the request's own `tools` entry): the model's calls of them are
+    // published for the client to run; calls of anything else are the backend's own (a
+    // tool loop runs them) and show as a status.
+    let client_tools: Vec<String> = ToolDefinition::from_request(request)
+        .map(|tools| tools.into_iter().map(|t| t.name).collect())
+        .unwrap_or_default();
+    let mut called_client = false;
     // Created once, not per token: registering a waiter and two timers per token, and
     // dropping them again, cost more than the rest of the pipeline together.
     let cancelled = cancel.notified();
@@ -520,6 +528,22 @@ async fn generate(
                 finish = f;
                 None
             }
+            Step::Event(Some(Ok(LlmEvent::ToolCall(call))))
+                if client_tools.contains(&call.name) =>
+            {
+                // The text said before the call goes first.
+                if let Some(text) = coalescer.take(Instant::now()) {
+                    answer.push_str(&text);
+                    if let Err(e) = out.emit(StreamEvent::Token { text }).await {
+                        return Outcome::GiveBack(e);
+                    }
+                }
+                if let Err(e) = out.emit(StreamEvent::ToolCall { call }).await {
+                    return Outcome::GiveBack(e);
+                }
+                called_client = true;
+                None
+            }
             Step::Event(Some(Ok(LlmEvent::ToolCall(call)))) => {
                 if ctx.config.status_events {
                     let ev = StreamEvent::Status {
@@ -546,6 +570,10 @@ async fn generate(
         if let Err(e) = out.emit(StreamEvent::Token { text }).await {
             return Outcome::GiveBack(e);
         }
+    }
+    // Some servers say `stop` after tool calls; the client must know it has tools to run.
+    if called_client && finish == FinishReason::Stop {
+        finish = FinishReason::ToolCalls;
     }
     let counted = counted_usage(request, conversation, usage, deltas);
     count_tokens(series, &counted);

@@ -73,7 +73,9 @@ async fn chat(socket: &mut TcpStream, shared: &Shared, body: &[u8]) -> std::io::
         }
         Behaviour::Answer(answer) => reply.whole(socket, &answer).await,
         Behaviour::CutAfter(..) => Ok(()),
-        Behaviour::CallTool { then, .. } if last_role(&body) == Some("tool") => {
+        Behaviour::CallTool { name, then, .. }
+            if last_role(&body) == Some("tool") || !offers_tool(&body, &name) =>
+        {
             if streamed {
                 reply.stream(socket, shared.framing, &then, None).await
             } else {
@@ -95,6 +97,18 @@ async fn chat(socket: &mut TcpStream, shared: &Shared, body: &[u8]) -> std::io::
             }
         }
     }
+}
+
+/// True when the request's `tools` include the function `name`: a model calls only tools
+/// it was offered.
+fn offers_tool(body: &Value, name: &str) -> bool {
+    body.get("tools")
+        .and_then(Value::as_array)
+        .is_some_and(|tools| {
+            tools
+                .iter()
+                .any(|t| t.pointer("/function/name").and_then(Value::as_str) == Some(name))
+        })
 }
 
 fn last_role(body: &Value) -> Option<&str> {

@@ -127,9 +127,10 @@ pub enum Behaviour {
     Status(u16, Value),
     /// Sends `200` and the SSE headers, then nothing, until the client goes away.
     Stall,
-    /// Asks for a tool, then answers: a request whose last message is not a `tool` message
-    /// gets a call of tool `name` with `arguments` (id `call_N`, finish reason
-    /// `tool_calls`); one whose last message is a tool result gets `then`.
+    /// Asks for a tool, then answers: a request that offers tool `name` (in `tools`) and
+    /// whose last message is not a `tool` message gets a call of it with `arguments` (id
+    /// `call_N`, finish reason `tool_calls`); any other request (a tool result last, or the
+    /// tool not offered) gets `then`.
     CallTool {
         /// The tool's name.
         name: String,

@@ -1,0 +1,90 @@
+// The official OpenAI Node SDK calling a client tool through chatstream's Responses API.
+//
+// Run by tests/responses_sdk.rs against an example whose model is the fake OpenAI server
+// (it calls `get_weather` with {"city": "Paris"} when offered, and answers "It is sunny in
+// Paris." once the tool's result is in), with SDK_NODE_DIR where `openai` is installed.
+// Prints one `ok <check>` line per check; any failure throws (non-zero exit).
+'use strict';
+
+const path = require('path');
+const assert = require('assert/strict');
+
+const sdk = require(path.resolve(process.env.SDK_NODE_DIR, 'node_modules', 'openai'));
+const OpenAI = sdk.OpenAI || sdk.default || sdk;
+const client = new OpenAI({
+  baseURL: process.env.OPENAI_BASE_URL,
+  apiKey: process.env.OPENAI_API_KEY || 'sk-test',
+});
+const other = new OpenAI({
+  baseURL: process.env.OPENAI_BASE_URL_2 || process.env.OPENAI_BASE_URL,
+  apiKey: process.env.OPENAI_API_KEY || 'sk-test',
+});
+const MODEL = process.env.MODEL || 'fake-model';
+const TOOLS = [
+  {
+    type: 'function',
+    name: 'get_weather',
+    description: 'The weather in a city.',
+    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+    strict: false,
+  },
+];
+const ANSWER = 'It is sunny in Paris.';
+
+const ok = (name) => console.log(`ok ${name}`);
+
+async function main() {
+  // The model's call comes back as a function_call item.
+  const r = await client.responses.create({ model: MODEL, input: 'Weather in Paris?', tools: TOOLS });
+  assert.equal(r.status, 'completed');
+  const calls = r.output.filter((i) => i.type === 'function_call');
+  assert.equal(calls.length, 1, JSON.stringify(r.output));
+  assert.equal(calls[0].name, 'get_weather');
+  assert.deepEqual(JSON.parse(calls[0].arguments), { city: 'Paris' });
+  assert.equal(r.output_text, '');
+  const stored = await other.responses.retrieve(r.id);
+  assert.deepEqual(stored.output, r.output);
+
+  // The client answers with the tool's output; the conversation comes from the store.
+  const r2 = await other.responses.create({
+    model: MODEL,
+    previous_response_id: r.id,
+    tools: TOOLS,
+    input: [{ type: 'function_call_output', call_id: calls[0].call_id, output: '{"temperature_c":21}' }],
+  });
+  assert.equal(r2.status, 'completed');
+  assert.equal(r2.output_text, ANSWER);
+  ok('tool call');
+
+  // Streamed, through the helper: the argument deltas add up to the final item's.
+  const stream = client.responses.stream({ model: MODEL, input: 'And now?', tools: TOOLS });
+  let args = '';
+  let doneArgs = null;
+  stream.on('response.function_call_arguments.delta', (e) => {
+    args += e.delta;
+  });
+  stream.on('response.function_call_arguments.done', (e) => {
+    doneArgs = e.arguments;
+  });
+  const final = await stream.finalResponse();
+  const items = final.output.filter((i) => i.type === 'function_call');
+  assert.equal(items.length, 1);
+  assert.equal(items[0].arguments, args);
+  assert.equal(doneArgs, args);
+  assert.deepEqual(JSON.parse(args), { city: 'Paris' });
+  ok('tool call stream');
+
+  // tool_choice "none": no tool is offered.
+  const r3 = await client.responses.create({ model: MODEL, input: 'Weather?', tools: TOOLS, tool_choice: 'none' });
+  assert.deepEqual(r3.output.map((i) => i.type), ['message']);
+  assert.equal(r3.output_text, ANSWER);
+  ok('tool choice none');
+}
+
+main().then(
+  () => console.error('all node tool checks passed'),
+  (e) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,74 @@
+"""The official OpenAI Python SDK calling a client tool through chatstream's Responses API.
+
+Run by tests/responses_sdk.rs against an example whose model is the fake OpenAI server: it
+calls `get_weather` with {"city": "Paris"} when the request offers it, and answers "It is
+sunny in Paris." once the tool's result is in (or when no tool is offered). Prints one
+`ok <check>` line per check; any failure raises (non-zero exit).
+"""
+
+import json
+import os
+import sys
+
+from openai import OpenAI
+
+client = OpenAI(base_url=os.environ["OPENAI_BASE_URL"], api_key=os.environ.get("OPENAI_API_KEY", "sk-test"))
+# A second gateway instance, when given, reads and continues what the first created.
+other = OpenAI(base_url=os.environ.get("OPENAI_BASE_URL_2") or os.environ["OPENAI_BASE_URL"], api_key=client.api_key)
+MODEL = os.environ.get("MODEL", "fake-model")
+TOOLS = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+]
+ANSWER = "It is sunny in Paris."
+
+
+def ok(name):
+    print(f"ok {name}", flush=True)
+
+
+# The model's call comes back as a function_call item, and the response completes.
+r = client.responses.create(model=MODEL, input="Weather in Paris?", tools=TOOLS)
+assert r.status == "completed", r
+calls = [i for i in r.output if i.type == "function_call"]
+assert len(calls) == 1 and calls[0].name == "get_weather", r.output
+assert json.loads(calls[0].arguments) == {"city": "Paris"}, calls[0]
+assert calls[0].call_id.startswith("call_"), calls[0]
+assert r.output_text == "", r.output_text
+stored = other.responses.retrieve(r.id)
+assert stored.output == r.output, (stored.output, r.output)
+
+# The client runs the tool and answers with its output; the conversation comes from the
+# store, so the model sees its own call and the result.
+result = {"type": "function_call_output", "call_id": calls[0].call_id, "output": json.dumps({"temperature_c": 21})}
+r2 = other.responses.create(model=MODEL, previous_response_id=r.id, tools=TOOLS, input=[result])
+assert r2.status == "completed" and r2.output_text == ANSWER, r2
+items = list(other.responses.input_items.list(r2.id))
+assert [i.type for i in items] == ["function_call_output"], items
+ok("tool call")
+
+# Streamed, through the helper: the argument deltas add up to the final item's arguments.
+with client.responses.stream(model=MODEL, input="And now?", tools=TOOLS) as stream:
+    kinds = []
+    args = ""
+    for e in stream:
+        kinds.append(e.type)
+        if e.type == "response.function_call_arguments.delta":
+            args += e.delta
+    final = stream.get_final_response()
+items = [i for i in final.output if i.type == "function_call"]
+assert len(items) == 1 and items[0].arguments == args, (final.output, args)
+assert json.loads(args) == {"city": "Paris"}, args
+assert kinds.index("response.output_item.added") < kinds.index("response.function_call_arguments.done"), kinds
+assert kinds[-1] == "response.completed", kinds
+ok("tool call stream")
+
+# tool_choice "none": no tool is offered, the model answers in text.
+r3 = client.responses.create(model=MODEL, input="Weather?", tools=TOOLS, tool_choice="none")
+assert [i.type for i in r3.output] == ["message"] and r3.output_text == ANSWER, r3
+ok("tool choice none")
+print("all python tool checks passed", file=sys.stderr)
