@@ -30,7 +30,16 @@ struct Server {
 impl Server {
     async fn start(args: &[String]) -> BoxResult<Server> {
         let exe = std::env::current_exe()?;
-        let mut child = tokio::process::Command::new(exe)
+        // `LOADGEN_SERVE_WRAPPER`: a command the server runs under (valgrind, perf, …).
+        let mut command = match wrapper() {
+            Some(words) => {
+                let mut c = tokio::process::Command::new(&words[0]);
+                c.args(&words[1..]).arg(exe);
+                c
+            }
+            None => tokio::process::Command::new(exe),
+        };
+        let mut child = command
             .arg("serve")
             .args(args)
             .stdin(Stdio::piped())
@@ -78,9 +87,22 @@ impl Server {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(30), read).await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        // A wrapper such as valgrind writes its results as the process exits: give it time
+        // rather than kill it.
+        let exit = Duration::from_secs(if wrapper().is_some() { 300 } else { 10 });
+        let _ = tokio::time::timeout(exit, self.child.wait()).await;
         stats
     }
+}
+
+/// The words of `LOADGEN_SERVE_WRAPPER`, when set.
+fn wrapper() -> Option<Vec<String>> {
+    let words: Vec<String> = std::env::var("LOADGEN_SERVE_WRAPPER")
+        .ok()?
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    (!words.is_empty()).then_some(words)
 }
 
 /// The processes whose CPU time is sampled.

@@ -27,7 +27,10 @@
 //! tracing as the other examples do: `LOG_LEVEL` (default `warn`), `LOG_FORMAT`, and span
 //! export over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (`OTEL_TRACES_SAMPLER`,
 //! `OTEL_TRACES_SAMPLER_ARG`, … as the OpenTelemetry SDK reads them), which is how
-//! BENCHMARKS.md measures the cost of trace export. Each client holds a socket in
+//! BENCHMARKS.md measures the cost of trace export. `LOADGEN_SERVE_WRAPPER` runs the server
+//! processes under a command (split on whitespace, the server's command line appended), such
+//! as `valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p` to count their
+//! instructions (`benches/trace_overhead_callgrind.sh`). Each client holds a socket in
 //! this process and one in the gateway's: raise `ulimit -n` above `--streams` + 256 first.
 //! See BENCHMARKS.md, "End-to-end load (issue 7)", for the commands and the figures.
 
