@@ -92,8 +92,16 @@ const CHECKS_WITH_AUTH: &[&str] = &[
     "auth",
     "errors",
 ];
-/// The checks of the tool scripts.
+/// The checks of the tool scripts against queue_worker (whose `/v1/chat/completions` is
+/// seed 003's).
 const TOOL_CHECKS: &[&str] = &["tool call", "tool call stream", "tool choice none"];
+/// The checks of the tool scripts against the quickstart, chat completions included.
+const TOOL_CHECKS_WITH_CHAT: &[&str] = &[
+    "tool call",
+    "tool call stream",
+    "tool choice none",
+    "chat tool call",
+];
 
 /// The bearer token of the SDK scripts, and of another user, when an example has
 /// per-stream authorization on (`CHATSTREAM_STREAM_AUTH=1`).
@@ -134,6 +142,7 @@ async fn run(s: Script<'_>, base: &str, base2: &str) {
         .env("OPENAI_API_KEY", "sk-chatstream-test")
         .env("OPENAI_API_KEY_OTHER_USER", "sk-chatstream-other")
         .env("CHECK_AUTH", if auth { "1" } else { "0" })
+        .env("CHECK_CHAT", if checks == TOOL_CHECKS_WITH_CHAT { "1" } else { "0" })
         .env_remove("OPENAI_ORG_ID")
         .env_remove("OPENAI_PROJECT_ID")
         .stdin(Stdio::null())
@@ -267,7 +276,7 @@ async fn both_sdks_call_a_client_tool_through_the_quickstart() {
             program,
             script,
             sdk_dir,
-            checks: TOOL_CHECKS,
+            checks: TOOL_CHECKS_WITH_CHAT,
             auth: false,
         };
         run(script, &base, &base).await;

@@ -22,8 +22,12 @@
 //!   an unlisted model is a 404 `model_not_found` instead. No `model`: the default model.
 //! - all of the request's messages go to the worker; the stream key is new for each request,
 //!   so no stored history is added to them.
-//! - unknown fields are ignored. `tools` and `functions` are accepted and ignored (no tool is
-//!   ever called); `tool_choice` other than `none`/`auto` and `n` other than 1 are refused
+//! - unknown fields are ignored. Function `tools` are offered to the model (through the
+//!   broker, to whichever worker answers): its calls come back as `tool_calls` (in the
+//!   stream, each call whole in one delta; finish reason `tool_calls`), and the client's
+//!   next request carries the assistant message with those `tool_calls` and a `tool`
+//!   message per result, as with OpenAI. Legacy `functions` are ignored; `tool_choice`
+//!   other than `none`/`auto`, tools other than functions and `n` other than 1 are refused
 //!   (400), as are content parts other than text.
 //! - the body is read as JSON whatever its `Content-Type`, as OpenAI does.
 //! - errors are OpenAI-shaped ([`OpenAiError`]); a failure after streaming began is an
@@ -45,8 +49,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use chatstream_core::wire::openai::{completion_json, ChunkMeta, OpenAiChunks, OpenAiOptions};
-use chatstream_core::{ChatRequest, ClientEvent, ClientStream, FinishReason, StreamEvent};
-use chatstream_core::{StreamKey, Usage};
+use chatstream_core::{meta, ChatRequest, ClientEvent, ClientStream, FinishReason, StreamEvent};
+use chatstream_core::{StreamKey, ToolCall, Usage};
 use futures::StreamExt;
 use serde::Deserialize;
 
@@ -187,7 +191,7 @@ async fn create(
         return Err(OpenAiError::model_not_found(&model));
     }
     let id = format!("chatcmpl-{}", uuid::Uuid::now_v7());
-    let request = ChatRequest {
+    let mut request = ChatRequest {
         key: StreamKey::new(id.as_str(), id.as_str()),
         messages,
         model: listed.then(|| model.clone()),
@@ -196,6 +200,9 @@ async fn create(
         metadata: Default::default(),
     }
     .stateless();
+    if let Some(tools) = req.tool_definitions()? {
+        request.metadata.insert(meta::TOOLS.to_owned(), tools);
+    }
     s.chat.record_stream(&request.key, None).await?;
     let events = s.chat.gateway().submit(request).await?;
     tracing::debug!(%id, %model, stream = req.stream == Some(true), "chat completion queued");
@@ -207,8 +214,8 @@ async fn create(
     let mut response = if req.stream == Some(true) {
         chunk_stream(&s, events, &meta, req.include_usage())
     } else {
-        let (text, finish, usage) = collect(events).await?;
-        let json = completion_json(&meta, &text, &finish, usage);
+        let (text, calls, finish, usage) = collect(events).await?;
+        let json = completion_json(&meta, &text, &calls, &finish, usage);
         ([(header::CONTENT_TYPE, "application/json")], json).into_response()
     };
     if let Ok(v) = HeaderValue::from_str(&meta.id) {
@@ -232,12 +239,14 @@ fn chunk_stream(
     sse_response(events, &transport, s.chat.sse())
 }
 
-/// Reads a stream to its end: the text, the finish reason and the usage. A reset
-/// (redelivery) starts the text over; an `Error` event or a fault is an error.
-async fn collect(
-    mut events: ClientStream,
-) -> Result<(String, FinishReason, Option<Usage>), OpenAiError> {
+/// A whole answer: its text, tool calls, finish reason and usage.
+type Whole = (String, Vec<ToolCall>, FinishReason, Option<Usage>);
+
+/// Reads a stream to its end. A reset (redelivery) starts the answer over; an `Error`
+/// event or a fault is an error.
+async fn collect(mut events: ClientStream) -> Result<Whole, OpenAiError> {
     let mut text = String::new();
+    let mut calls = Vec::new();
     let mut failure: Option<String> = None;
     while let Some(event) = events.next().await {
         match event {
@@ -252,13 +261,14 @@ async fn collect(
                         let status = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
                         return Err(OpenAiError::server(status, "backend_error", message));
                     }
-                    return Ok((text, finish_reason.clone(), *usage));
+                    return Ok((text, calls, finish_reason.clone(), *usage));
                 }
-                // This route offers the model no client tools, so no call is for it.
-                StreamEvent::Status { .. } | StreamEvent::ToolCall { .. } => {}
+                StreamEvent::ToolCall { call } => calls.push(call.clone()),
+                StreamEvent::Status { .. } => {}
             },
             ClientEvent::Reset { .. } => {
                 text.clear();
+                calls.clear();
                 failure = None;
             }
             ClientEvent::Fault(fault) => return Err(OpenAiError::from_fault(&fault)),

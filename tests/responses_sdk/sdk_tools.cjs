@@ -79,6 +79,26 @@ async function main() {
   assert.deepEqual(r3.output.map((i) => i.type), ['message']);
   assert.equal(r3.output_text, ANSWER);
   ok('tool choice none');
+  if (process.env.CHECK_CHAT !== '1') return; // queue_worker's chat completions are seed 003's
+
+  // The same round through chat completions (the SDK's runTools-free path).
+  const chatTools = [{ type: 'function', function: { name: 'get_weather', parameters: TOOLS[0].parameters } }];
+  const question = { role: 'user', content: 'Weather in Paris?' };
+  const c = await client.chat.completions.create({ model: MODEL, messages: [question], tools: chatTools });
+  assert.equal(c.choices[0].finish_reason, 'tool_calls');
+  const call = c.choices[0].message.tool_calls[0];
+  assert.equal(call.function.name, 'get_weather');
+  const c2 = await client.chat.completions.create({
+    model: MODEL,
+    tools: chatTools,
+    messages: [
+      question,
+      c.choices[0].message,
+      { role: 'tool', tool_call_id: call.id, content: '{"temperature_c":21}' },
+    ],
+  });
+  assert.equal(c2.choices[0].message.content, ANSWER);
+  ok('chat tool call');
 }
 
 main().then(

@@ -71,4 +71,30 @@ ok("tool call stream")
 r3 = client.responses.create(model=MODEL, input="Weather?", tools=TOOLS, tool_choice="none")
 assert [i.type for i in r3.output] == ["message"] and r3.output_text == ANSWER, r3
 ok("tool choice none")
+
+print("all python responses tool checks passed", file=sys.stderr)
+if os.environ.get("CHECK_CHAT") != "1":
+    sys.exit(0)  # queue_worker's /v1/chat/completions is seed 003's, not OpenAI's
+
+# The same round through chat completions, streamed: the tool_calls deltas add up to the
+# call, and the client sends it back with the tool's result.
+CHAT_TOOLS = [{"type": "function", "function": {k: v for k, v in TOOLS[0].items() if k != "type"}}]
+question = {"role": "user", "content": "Weather in Paris?"}
+chunks = list(client.chat.completions.create(model=MODEL, messages=[question], tools=CHAT_TOOLS, stream=True))
+deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+assert len(deltas) == 1 and deltas[0].index == 0 and deltas[0].function.name == "get_weather", deltas
+assert json.loads(deltas[0].function.arguments) == {"city": "Paris"}, deltas
+assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls", chunks
+said = {
+    "role": "assistant",
+    "content": None,
+    "tool_calls": [{"id": deltas[0].id, "type": "function", "function": {"name": "get_weather", "arguments": deltas[0].function.arguments}}],
+}
+result = {"role": "tool", "tool_call_id": deltas[0].id, "content": json.dumps({"temperature_c": 21})}
+c = client.chat.completions.create(model=MODEL, messages=[question, said, result], tools=CHAT_TOOLS)
+assert c.choices[0].message.content == ANSWER and c.choices[0].finish_reason == "stop", c
+c = client.chat.completions.create(model=MODEL, messages=[question], tools=CHAT_TOOLS)
+assert c.choices[0].finish_reason == "tool_calls" and c.choices[0].message.content is None, c
+assert c.choices[0].message.tool_calls[0].function.name == "get_weather", c
+ok("chat tool call")
 print("all python tool checks passed", file=sys.stderr)

@@ -1,12 +1,14 @@
 //! The body of `POST /v1/chat/completions`, as OpenAI clients send it, and how it becomes a
 //! [`ChatRequest`]'s messages.
 //!
-//! Only what chatstream uses is read; every other field (`temperature`, `tools`, `seed`,
+//! Only what chatstream uses is read; every other field (`temperature`, `functions`, `seed`,
 //! `response_format`, `metadata`, …) is accepted and ignored, since OpenAI clients send many.
+//! Function `tools` are offered to the model (see [`CompletionRequest::tool_definitions`]).
 
-use chatstream_core::{ChatMessage, Role};
+use chatstream_core::backend::ToolDefinition;
+use chatstream_core::{ChatMessage, Role, ToolCall};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::OpenAiError;
 
@@ -36,10 +38,15 @@ pub struct CompletionRequest {
     /// Number of choices; only 1 is supported.
     #[serde(default)]
     pub n: Option<u32>,
-    /// Tool choice: `"none"` and `"auto"` are accepted (no tool is ever called); a demand
-    /// for a tool call (`"required"` or a named function) is refused.
+    /// Tool choice: `"none"` (no tool is offered) and `"auto"` are accepted; a demand for a
+    /// tool call (`"required"` or a named function) is refused, since the worker's model
+    /// configuration cannot be made to honour it.
     #[serde(default)]
     pub tool_choice: Option<Value>,
+    /// Function tools, `{"type": "function", "function": {"name", "description",
+    /// "parameters"}}`: offered to the model; its calls come back as `tool_calls`.
+    #[serde(default)]
+    pub tools: Option<Vec<Value>>,
 }
 
 /// `stream_options`.
@@ -60,6 +67,12 @@ pub struct RequestMessage {
     /// The content.
     #[serde(default)]
     pub content: Option<Content>,
+    /// The tools an assistant message asked for.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// The call a `tool` message answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
 }
 
 /// Message content: a string or an array of parts.
@@ -123,7 +136,14 @@ impl RequestMessage {
                 text
             }
         };
-        Ok(ChatMessage::new(role, content))
+        let mut message = ChatMessage::new(role, content);
+        if role == Role::Assistant {
+            message.tool_calls = self.tool_calls.clone().unwrap_or_default();
+        }
+        if role == Role::Tool {
+            message.tool_call_id = self.tool_call_id.clone();
+        }
+        Ok(message)
     }
 }
 
@@ -155,10 +175,72 @@ impl CompletionRequest {
             None | Some(Value::Null) => Ok(()),
             Some(Value::String(s)) if s == "none" || s == "auto" => Ok(()),
             Some(_) => Err(OpenAiError::invalid_request(
-                "This server never calls tools: 'tool_choice' may only be \"none\" or \"auto\".",
+                "The model cannot be made to call a tool here: 'tool_choice' may only be \"none\" or \"auto\".",
                 Some("tool_choice".to_owned()),
             )),
+        }?;
+        self.tool_definitions().map(drop)
+    }
+
+    /// The function tools offered to the model, as the JSON of [`ToolDefinition`]s that
+    /// [`meta::TOOLS`](chatstream_core::meta::TOOLS) carries to the worker; `None` without
+    /// tools or with `tool_choice: "none"`. A tool that is not a function, or has no name,
+    /// is a 400 naming it.
+    pub fn tool_definitions(&self) -> Result<Option<String>, OpenAiError> {
+        let invalid = |message: &str, param: String| {
+            Err(OpenAiError::invalid_request(
+                message.to_owned(),
+                Some(param),
+            ))
+        };
+        let mut out: Vec<ToolDefinition> = Vec::new();
+        for (i, tool) in self.tools.iter().flatten().enumerate() {
+            if tool.get("type").and_then(Value::as_str) != Some("function") {
+                return invalid(
+                    "Only function tools are supported.",
+                    format!("tools[{i}].type"),
+                );
+            }
+            let f = tool.get("function").unwrap_or(&Value::Null);
+            let name = match f.get("name").and_then(Value::as_str) {
+                Some(n) if !n.is_empty() => n,
+                _ => {
+                    return invalid(
+                        "A function tool needs a name.",
+                        format!("tools[{i}].function.name"),
+                    )
+                }
+            };
+            if out.iter().any(|d| d.name == name) {
+                return invalid(
+                    "Two tools have this name.",
+                    format!("tools[{i}].function.name"),
+                );
+            }
+            let parameters = match f.get("parameters") {
+                None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+                Some(p @ Value::Object(_)) => p.clone(),
+                Some(_) => {
+                    let param = format!("tools[{i}].function.parameters");
+                    return invalid("'parameters' must be a JSON Schema object.", param);
+                }
+            };
+            out.push(ToolDefinition {
+                name: name.to_owned(),
+                description: f
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                parameters,
+            });
         }
+        let none = matches!(&self.tool_choice, Some(Value::String(s)) if s == "none");
+        if out.is_empty() || none {
+            return Ok(None);
+        }
+        // A Vec of strings and JSON values always serializes.
+        Ok(Some(serde_json::to_string(&out).unwrap_or_default()))
     }
 
     /// The token limit asked for (`max_completion_tokens` wins; 0 means none).

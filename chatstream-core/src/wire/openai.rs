@@ -341,13 +341,18 @@ struct CompletionChoice<'a> {
 #[derive(Serialize)]
 struct CompletionMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    tool_calls: &'a [crate::ToolCall],
 }
 
-/// A non-streaming `chat.completion` object for a whole answer (`usage` omitted when unknown).
+/// A non-streaming `chat.completion` object for a whole answer (`usage` omitted when
+/// unknown). With `tool_calls` (calls of tools the request offered) the message carries
+/// them, in OpenAI's shape, and its `content` is `null` when there is no text.
 pub fn completion_json(
     meta: &ChunkMeta,
     text: &str,
+    tool_calls: &[crate::ToolCall],
     finish_reason: &FinishReason,
     usage: Option<Usage>,
 ) -> String {
@@ -360,7 +365,8 @@ pub fn completion_json(
             index: 0,
             message: CompletionMessage {
                 role: "assistant",
-                content: text,
+                content: (!text.is_empty() || tool_calls.is_empty()).then_some(text),
+                tool_calls,
             },
             finish_reason: finish_reason_str(finish_reason),
         }],

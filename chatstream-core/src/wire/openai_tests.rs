@@ -172,11 +172,32 @@ fn completion_object() {
         total_tokens: 3,
     };
     assert_eq!(
-        completion_json(&meta, "Hi", &FinishReason::Length, Some(usage)),
+        completion_json(&meta, "Hi", &[], &FinishReason::Length, Some(usage)),
         concat!(
             r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"#,
             r#""message":{"role":"assistant","content":"Hi"},"finish_reason":"length"}],"#,
             r#""usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#
+        )
+    );
+}
+
+#[test]
+fn a_completion_that_called_a_tool_carries_the_call_and_null_content() {
+    let meta = ChunkMeta {
+        id: "chatcmpl-1".into(),
+        model: "m".into(),
+        created: 1,
+    };
+    let call = crate::ToolCall {
+        id: "call_1".into(),
+        name: "get_weather".into(),
+        arguments: "{}".into(),
+    };
+    assert_eq!(
+        completion_json(&meta, "", &[call], &FinishReason::ToolCalls, None),
+        concat!(
+            r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"#,
+            r#""message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#,
         )
     );
 }
