@@ -6,7 +6,8 @@
 #   TARGET is a commit (anything `git rev-parse` takes) or `.` for the working tree (the
 #   default when none is given). `benches/instructions.sh HEAD~1 .` is an A/B run.
 # Environment: SIZES (default "single many": 1 x 10,000 and 1,000 x 20 tokens),
-#   KEEP=1 keeps the callgrind output files (under $OUT, default /tmp/chatstream-instructions),
+#   REPEAT (default 3: runs per size; each figure is the median, and the last column the
+#   spread of gateway + worker over the runs), KEEP=1 keeps the callgrind output files (under $OUT, default /tmp/chatstream-instructions),
 #   TOP=N prints the N functions with the most own cost per token (on stderr).
 #
 # What it does for each target: builds chatstream-axum's `instructions` bench
@@ -30,6 +31,7 @@ set -euo pipefail
 
 ROOT=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 SIZES=${SIZES:-"single many"}
+REPEAT=${REPEAT:-3}
 OUT=${OUT:-/tmp/chatstream-instructions}
 HARNESS=chatstream-axum/benches/instructions.rs
 mkdir -p "$OUT"
@@ -104,12 +106,16 @@ for target in "$@"; do
     exe=$(build "$dir" "$tdir" | tail -1)
     [ -x "$exe" ] || { echo "build of $label failed" >&2; exit 1; }
     for size in $SIZES; do
-        file=$OUT/callgrind.$(echo "$label" | cut -d' ' -f1).$size.out
-        echo "== $label: $size under callgrind" >&2
-        valgrind --tool=callgrind --callgrind-out-file="$file" "$exe" "$size" >&2 2>"$file.log" \
-            || { cat "$file.log" >&2; exit 1; }
-        ROWS+=("$(split "$label" "$date" "$size" "$file")")
-        [ "${KEEP:-0}" = 1 ] || rm -f "$file" "$file.log"
+        files=()
+        for run in $(seq "$REPEAT"); do
+            file=$OUT/callgrind.$(echo "$label" | cut -d' ' -f1).$size.$run.out
+            echo "== $label: $size under callgrind ($run of $REPEAT)" >&2
+            valgrind --tool=callgrind --callgrind-out-file="$file" "$exe" "$size" >&2 2>"$file.log" \
+                || { cat "$file.log" >&2; exit 1; }
+            files+=("$file")
+        done
+        ROWS+=("$(split "$label" "$date" "$size" "${files[@]}")")
+        [ "${KEEP:-0}" = 1 ] || for f in "${files[@]}"; do rm -f "$f" "$f.log"; done
     done
     if [ "$target" != . ]; then
         git -C "$ROOT" worktree remove --force "$dir"
@@ -120,6 +126,6 @@ done
 echo
 echo "Instructions per relayed token (callgrind Ir ÷ tokens; sizes: single = 1 x 10,000, many = 1,000 x 20)"
 echo
-echo "| commit | date | size | total | gateway | worker | gateway + worker | scripted backend (not in worker) | other |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| commit | date | size | total | gateway | worker | gateway + worker | scripted backend (not in worker) | other | spread of gateway + worker |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"

@@ -3,7 +3,12 @@
 worker and scripted-backend instructions; prints one Markdown row. Used by
 benches/instructions.sh (see there).
 
-Usage: instructions_split.py LABEL DATE SIZE CALLGRIND_OUT [--top N]
+Usage: instructions_split.py LABEL DATE SIZE CALLGRIND_OUT... [--top N]
+
+With several output files (repeated runs), each column is the median over them, and a last
+column gives the spread of gateway + worker (largest minus smallest, in per cent of the
+median): what is left of the scheduling and hashing that vary from run to run (tokio's
+random `select!` branch order, `RandomState` hash keys).
 
 Inclusive cost per function is computed here from the file itself, summed over every source
 file a function's inlined code came from (callgrind_annotate lists a function once per such
@@ -11,7 +16,8 @@ file and gives each entry only part of its cost). A function's inclusive cost is
 cost plus the cost of the calls it makes; the task polls summed here do not call one
 another, so nothing is counted twice.
 
-With --top N, also prints the N functions with the most exclusive (self) cost, per token.
+With --top N, also prints the N functions with the most exclusive (self) cost, per token
+(of the first file).
 """
 
 import re
@@ -69,10 +75,9 @@ def parse(path):
     return total, self_cost, incl
 
 
-def main():
-    label, date, size, path = sys.argv[1:5]
-    top = int(sys.argv[sys.argv.index("--top") + 1]) if "--top" in sys.argv else 0
-    tokens = TOKENS[size]
+def split(path, tokens):
+    """Instructions per token of one run: total, gateway, worker, gateway + worker, backend,
+    other; and the function costs."""
     total, self_cost, incl = parse(path)
     side = {"gateway": 0, "worker": 0, "backend": 0}
     for fn, ir in incl.items():
@@ -90,12 +95,31 @@ def main():
             side["backend"] += ir
     worker = side["worker"] - side["backend"]
     other = total - side["gateway"] - side["worker"]
+    values = (total, side["gateway"], worker, side["gateway"] + worker, side["backend"], other)
+    return [v / tokens for v in values], self_cost, total
+
+
+def main():
+    args = [a for a in sys.argv[1:]]
+    top = 0
+    if "--top" in args:
+        i = args.index("--top")
+        top = int(args[i + 1])
+        del args[i:i + 2]
+    label, date, size = args[:3]
+    paths = args[3:]
+    tokens = TOKENS[size]
+    runs = [split(p, tokens) for p in paths]
+    columns = list(zip(*[r[0] for r in runs]))
+    median = [sorted(c)[len(c) // 2] for c in columns]
+    gw_wk = columns[3]
+    spread = (max(gw_wk) - min(gw_wk)) / median[3] if median[3] else 0.0
     commit, _, note = label.partition(" ")
     note = " " + note if note else ""
-    cells = [f"{v / tokens:,.0f}" for v in
-             (total, side["gateway"], worker, side["gateway"] + worker, side["backend"], other)]
+    cells = [f"{v:,.0f}" for v in median] + [f"{spread:.1%} ({len(runs)} runs)"]
     print(f"| `{commit}`{note} | {date} | {size} | " + " | ".join(cells) + " |")
     if top:
+        _, self_cost, total = runs[0]
         print(f"\nTop {top} functions by own cost, {label} {size}, instructions per token:",
               file=sys.stderr)
         for fn, ir in sorted(self_cost.items(), key=lambda kv: -kv[1])[:top]:
