@@ -142,7 +142,14 @@ async fn run(s: Script<'_>, base: &str, base2: &str) {
         .env("OPENAI_API_KEY", "sk-chatstream-test")
         .env("OPENAI_API_KEY_OTHER_USER", "sk-chatstream-other")
         .env("CHECK_AUTH", if auth { "1" } else { "0" })
-        .env("CHECK_CHAT", if checks == TOOL_CHECKS_WITH_CHAT { "1" } else { "0" })
+        .env(
+            "CHECK_CHAT",
+            if checks == TOOL_CHECKS_WITH_CHAT {
+                "1"
+            } else {
+                "0"
+            },
+        )
         .env_remove("OPENAI_ORG_ID")
         .env_remove("OPENAI_PROJECT_ID")
         .stdin(Stdio::null())

@@ -34,6 +34,8 @@ pub(crate) struct Ramp {
     pub(crate) opened: AtomicUsize,
     pub(crate) failed: AtomicUsize,
     pub(crate) changed: Notify,
+    /// Tokens received by every client so far (the progress line).
+    pub(crate) received: std::sync::atomic::AtomicU64,
 }
 
 impl Ramp {
@@ -245,6 +247,7 @@ async fn read_stream(body: Body, shared: &LoadShared, out: &mut Outcome) {
         let now = Instant::now();
         let now_us = realtime_us().saturating_sub(shared.epoch_us);
         let mut ended = false;
+        let before = state.out.tokens;
         sse.feed(&chunk, |data| {
             if data == b"__END__" {
                 ended = true;
@@ -263,6 +266,8 @@ async fn read_stream(body: Body, shared: &LoadShared, out: &mut Outcome) {
                 state.out.error.get_or_insert(text);
             }
         });
+        let got = state.out.tokens - before;
+        shared.ramp.received.fetch_add(got, Ordering::Relaxed);
         if ended {
             state.out.ended = true;
             return;

@@ -247,6 +247,36 @@ fn serve_args(args: &RunArgs, role: &str, name: &str, epoch_us: u64) -> Vec<Stri
     .collect()
 }
 
+/// Shows on stderr how far the answers are, every two seconds once a run has lasted three:
+/// one line rewritten in place on a terminal, one line every ten seconds otherwise.
+async fn progress(ramp: Arc<Ramp>, expected: u64, go: Instant) {
+    use std::io::{IsTerminal, Write};
+    let terminal = std::io::stderr().is_terminal();
+    let every = if terminal { 2 } else { 10 };
+    let mut tick =
+        tokio::time::interval_at(go + Duration::from_secs(3), Duration::from_secs(every));
+    let mut last = (go, 0u64);
+    loop {
+        tick.tick().await;
+        let got = ramp.received.load(std::sync::atomic::Ordering::Relaxed);
+        let now = Instant::now();
+        let rate = (got - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
+        last = (now, got);
+        let line = format!(
+            "loadgen: {:>4.0} s, {got} of {expected} tokens ({:.1} %), {rate:.0} tokens/s now",
+            now.duration_since(go).as_secs_f64(),
+            got as f64 * 100.0 / expected.max(1) as f64,
+        );
+        let mut err = std::io::stderr();
+        if terminal {
+            let _ = write!(err, "\r{line}\x1b[K");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+}
+
 pub(crate) fn mode_name(m: Mode) -> &'static str {
     match m {
         Mode::Batched => "batched",
@@ -383,12 +413,21 @@ pub(crate) async fn run(args: RunArgs) -> BoxResult<()> {
     for s in servers.iter_mut().rev() {
         s.send("go").await?;
     }
+    let progress = tokio::spawn(progress(
+        ramp.clone(),
+        n as u64 * u64::from(args.tokens),
+        go,
+    ));
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(n);
     for t in tasks {
         outcomes.push(t.await.unwrap_or_else(|e| Outcome {
             error: Some(format!("client task: {e}")),
             ..Outcome::default()
         }));
+    }
+    progress.abort();
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprint!("\r\x1b[K");
     }
     let cpu_after = procs.sample();
     let done = Instant::now();

@@ -33,12 +33,18 @@
 //! instructions (`benches/trace_overhead_callgrind.sh`). Each client holds a socket in
 //! this process and one in the gateway's: raise `ulimit -n` above `--streams` + 256 first.
 //! See BENCHMARKS.md, "End-to-end load (issue 7)", for the commands and the figures.
+//!
+//! A run longer than three seconds shows its progress on stderr. `--json FILE` appends the
+//! run's figures to FILE as one JSON object per line, and `loadgen plot --input FILE
+//! --out-dir DIR` draws tokens/s, p99 added latency and CPU per token against the number of
+//! streams from such a file as SVG; `benches/sweep.sh` does both for BENCHMARKS.md's plots.
 
 mod backend;
 mod client;
 #[path = "../../benches/amqp/cpu.rs"]
 mod cpu;
 mod driver;
+mod plot;
 mod procfs;
 #[path = "../../benches/amqp/raw.rs"]
 mod raw;
@@ -101,6 +107,10 @@ enum Command {
     /// A server process of a run (started by the driver).
     #[command(hide = true)]
     Serve(ServeArgs),
+    /// Draws SVG plots from the JSON lines of runs (`--json`): tokens/s delivered, p99
+    /// added latency and CPU per token against the number of streams, one line per broker
+    /// and mode.
+    Plot(plot::PlotArgs),
 }
 
 /// A run.
@@ -147,6 +157,10 @@ pub(crate) struct RunArgs {
     /// Threads of the clients' runtime.
     #[arg(long, default_value_t = 2)]
     pub(crate) client_threads: usize,
+    /// Append the run's figures to this file, one JSON object per line (what `loadgen plot`
+    /// reads).
+    #[arg(long)]
+    pub(crate) json: Option<std::path::PathBuf>,
     /// RabbitMQ.
     #[arg(long, env = "CHATSTREAM_AMQP_URL", default_value = chatstream::amqp::DEFAULT_URL)]
     pub(crate) amqp_url: String,
@@ -191,8 +205,10 @@ pub(crate) struct ServeArgs {
 
 fn main() -> BoxResult<()> {
     let cli = Cli::parse();
-    if let Some(Command::Serve(args)) = cli.command {
-        return serve::serve(&args);
+    match cli.command {
+        Some(Command::Serve(args)) => return serve::serve(&args),
+        Some(Command::Plot(args)) => return plot::plot(&args),
+        None => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.run.client_threads.max(1))

@@ -85,6 +85,21 @@ fn stat(line: Option<&str>, name: &str) -> Option<u64> {
         .ok()
 }
 
+/// The commit the run was built from (`git rev-parse --short HEAD` in the working
+/// directory; `LOADGEN_COMMIT` wins), or `unknown`.
+fn commit() -> String {
+    if let Ok(c) = std::env::var("LOADGEN_COMMIT") {
+        return c;
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 impl Report<'_> {
     pub(crate) fn print(&self) {
         let a = self.args;
@@ -232,6 +247,52 @@ impl Report<'_> {
         );
         for (e, count) in &errors {
             println!("  {count} × {e}");
+        }
+        if let Some(path) = &a.json {
+            let ms = |us: u32| f64::from(us) / 1000.0;
+            let line = serde_json::json!({
+                "at": std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                "commit": commit(),
+                "run": self.run,
+                "broker": broker_name(a.broker),
+                "mode": crate::driver::mode_name(a.mode),
+                "streams": n,
+                "tokens": a.tokens,
+                "rate": a.rate,
+                "offered_tokens_per_s": n as f64 * a.rate,
+                "tokens_per_s": rate,
+                "delivered": tokens,
+                "expected": expected,
+                "first_ms": {"p50": ms(pct(&first, 50.0)), "p99": ms(pct(&first, 99.0))},
+                "every_ms": {"p50": ms(pct(&every, 50.0)), "p99": ms(pct(&every, 99.0))},
+                "cpu_us_per_token": {
+                    "gateway": us(cpu.gateway),
+                    "worker": us(cpu.worker),
+                    "broker": broker_us,
+                    "sum": total_us,
+                },
+                "broker_messages_per_1000_tokens": messages.map(|m| m as f64 * 1000.0 / tokens.max(1) as f64),
+                "raw_ceiling_messages_per_s": raw_mean,
+                "idle_kib_per_stream": self.idle.map(|(_, per)| kib(per)),
+                "lost": lost,
+                "duplicated": duplicates,
+                "errors": error_count,
+                "load_before": self.load_before,
+                "load_after": self.load_after,
+            });
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| {
+                    use std::io::Write;
+                    writeln!(f, "{line}")
+                });
+            if let Err(e) = written {
+                eprintln!("loadgen: cannot append to {}: {e}", path.display());
+            }
         }
         println!();
         println!("| streams × tokens/s | mode | tokens | tokens/s | first token added ms p50 / p95 / p99 / max | every token added ms p50 / p95 / p99 / max | broker msgs per 1,000 tokens | CPU µs per token gw / wk / broker / sum | gateway KiB per idle stream | lost / dup / errors |");
