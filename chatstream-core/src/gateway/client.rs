@@ -93,7 +93,8 @@ impl ClientStream {
         };
         Self {
             key,
-            inner: futures::stream::unfold(state, State::next).boxed(),
+            // Boxed, so that each event moves a pointer into the next future, not the state.
+            inner: futures::stream::unfold(Box::new(state), State::next).boxed(),
         }
     }
 
@@ -160,7 +161,7 @@ struct State {
 }
 
 impl State {
-    async fn next(mut self) -> Option<(ClientEvent, Self)> {
+    async fn next(mut self: Box<Self>) -> Option<(ClientEvent, Box<Self>)> {
         loop {
             if let Some(ev) = self.pending.pop_front() {
                 return Some((ev, self));
