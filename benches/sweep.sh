@@ -22,7 +22,7 @@ mkdir -p "$OUT"
 cargo build --release --quiet --example loadgen --features amqp,redis
 LOADGEN=target/release/examples/loadgen
 if [ -z "${PLOT_ONLY:-}" ]; then
-    ulimit -n 65536
+    ulimit -n "$(ulimit -Hn)"  # each stream holds a socket in the driver and one in the gateway
     for broker in $BROKERS; do
         for n in $SIZES; do
             echo "== $broker, $n streams × $TOKENS tokens at 20 tokens/s" >&2
