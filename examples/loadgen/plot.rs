@@ -132,7 +132,7 @@ fn draw(path: &Path, title: &str, unit: &str, series: &Series, log_y: bool) -> B
     // Whole decades, so that a logarithmic axis always has labelled ticks.
     let decade_below = |v: f64| 10f64.powf(v.max(1e-3).log10().floor());
     let decade_above = |v: f64| 10f64.powf(v.max(1e-3).log10().ceil());
-    let (x0, x1) = (decade_below(x0), decade_above(x1 * 1.01));
+    let (x0, x1) = (decade_below(x0), x1 * 1.3);
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut builder = ChartBuilder::on(&root);
@@ -184,11 +184,14 @@ where
     X: Ranged<ValueType = f64>,
     Y: Ranged<ValueType = f64>,
 {
-    for (i, (name, points)) in series.iter().enumerate() {
+    // One colour per broker and mode in every plot: the offered rate is grey and takes none.
+    let mut next = 0;
+    for (name, points) in series {
         let color = if name.starts_with("offered") {
             RGBColor(140, 140, 140)
         } else {
-            COLORS[i % COLORS.len()]
+            next += 1;
+            COLORS[(next - 1) % COLORS.len()]
         };
         chart
             .draw_series(LineSeries::new(
