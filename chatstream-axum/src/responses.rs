@@ -36,7 +36,7 @@
 //!   carries no sampling fields, and a relay that half-honours them would mislead).
 //! - `tools`: function tools (`name`, optional `description` and `parameters`; `strict` is
 //!   not enforced) are offered to the model through the request
-//!   ([`meta::TOOLS`](chatstream_core::meta::TOOLS)), across any broker. A call the model
+//!   ([`meta::TOOLS`]), across any broker. A call the model
 //!   makes comes back as a `function_call` output item (`call_id`, `name`, `arguments`) and
 //!   the response completes; the client runs the tool and answers with a
 //!   `function_call_output` item in a request naming this response in

@@ -212,7 +212,8 @@ pub mod meta {
     /// [`ToolDefinition`](crate::backend::ToolDefinition)s, read by backends that can call
     /// tools (the OpenAI backend sends them as `tools`). On a request from a client (the
     /// OpenAI and Responses APIs' `tools`) they are the client's tools: the worker publishes
-    /// the model's calls of them as [`StreamEvent::ToolCall`]s instead of running them.
+    /// the model's calls of them as
+    /// [`StreamEvent::ToolCall`](crate::StreamEvent::ToolCall)s instead of running them.
     /// [`ToolLoopLayer`](crate::backend::ToolLoopLayer) adds the worker's own tools to the
     /// request it passes inward.
     pub const TOOLS: &str = "tools";
