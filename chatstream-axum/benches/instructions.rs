@@ -115,7 +115,7 @@ async fn client(gateway: Gateway, n: usize, check: bool) -> (usize, String) {
 }
 
 /// `streams` × `tokens` through the pipeline; returns the SSE bytes read.
-async fn run(streams: usize, tokens: usize, check: bool) -> usize {
+pub(crate) async fn run(streams: usize, tokens: usize, check: bool) -> usize {
     let answer = format!("tok{}", TOKEN.repeat(tokens - 1));
     let backend = PacedBackend(ScriptedBackend::default().with_answer(answer));
     let broker = InMemoryBroker::new();
