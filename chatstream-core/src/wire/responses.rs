@@ -97,7 +97,7 @@ impl<'a> ResponseView<'a> {
         Self {
             status: outcome.status,
             text: &outcome.text,
-            with_item: has_message_item(outcome.status, &outcome.text, calls),
+            with_item: has_message_item(outcome.status, !outcome.text.is_empty(), calls),
             usage: outcome.usage,
             finish_reason: Some(&outcome.finish_reason),
             error: outcome.error.as_deref(),
@@ -109,8 +109,8 @@ impl<'a> ResponseView<'a> {
 
 /// True when a final response shows a message item: it has text, or it completed (or was
 /// cut by its limit) with none and called no tool.
-pub fn has_message_item(status: ResponseStatus, text: &str, called: bool) -> bool {
-    !text.is_empty()
+pub fn has_message_item(status: ResponseStatus, has_text: bool, called: bool) -> bool {
+    has_text
         || (!called
             && matches!(
                 status,
@@ -407,10 +407,8 @@ impl ClientTransport for ResponsesEvents {
         Box::new(ResponsesEncoder {
             header: self.options.header.clone(),
             skip_through: self.options.starting_after,
-            text: String::new(),
             items: Vec::new(),
             message_open: false,
-            calls: 0,
             failure: None,
             next: 0,
             finished: false,
@@ -422,14 +420,10 @@ impl ClientTransport for ResponsesEvents {
 struct ResponsesEncoder {
     header: Arc<ResponseHeader>,
     skip_through: Option<u64>,
-    /// The whole text so far (every message item's).
-    text: String,
-    /// The output items so far, in order.
+    /// The output items so far, in order (the text is in the message items).
     items: Vec<StreamItem>,
     /// The last item is a message still taking deltas.
     message_open: bool,
-    /// Function calls so far.
-    calls: usize,
     failure: Option<String>,
     /// The number after the last event produced.
     next: u64,
@@ -636,11 +630,49 @@ impl ResponsesEncoder {
         });
     }
 
+    /// The function calls so far.
+    fn calls(&self) -> usize {
+        let is_call = |i: &&StreamItem| matches!(i, StreamItem::Call { .. });
+        self.items.iter().filter(is_call).count()
+    }
+
+    /// The whole text: every message item's.
+    fn text(&self) -> String {
+        self.items
+            .iter()
+            .filter_map(|i| match i {
+                StreamItem::Message { text, .. } => Some(text.as_str()),
+                StreamItem::Call { .. } => None,
+            })
+            .collect()
+    }
+
+    /// The `response.output_item.added` / `.done` event of function call `n_call`.
+    fn call_item_event(
+        &self,
+        kind: &'static str,
+        index: usize,
+        n_call: usize,
+        call: &ToolCall,
+        n: u64,
+    ) -> String {
+        to_compact_json(&ItemEvent {
+            kind,
+            output_index: index,
+            item: call_item(
+                &self.header,
+                n_call,
+                call,
+                kind == "response.output_item.done",
+            ),
+            sequence_number: n,
+        })
+    }
+
     /// A function call item, whole: added, its arguments in one delta, done.
     fn call(&mut self, seq: u64, i: &mut u64, call: &ToolCall, out: &mut Vec<Frame>) {
         self.close_message(seq, i, "completed", out);
-        let n_call = self.calls;
-        self.calls += 1;
+        let n_call = self.calls();
         let index = self.items.len();
         self.items.push(StreamItem::Call {
             n: n_call,
@@ -649,12 +681,7 @@ impl ResponsesEncoder {
         let id = call_item_id(&self.header.id, n_call);
         let kind = "response.output_item.added";
         self.emit(out, seq, i, kind, |s, n| {
-            to_compact_json(&ItemEvent {
-                kind,
-                output_index: index,
-                item: call_item(&s.header, n_call, call, false),
-                sequence_number: n,
-            })
+            s.call_item_event(kind, index, n_call, call, n)
         });
         let kind = "response.function_call_arguments.delta";
         self.emit(out, seq, i, kind, |_, n| {
@@ -682,12 +709,7 @@ impl ResponsesEncoder {
         });
         let kind = "response.output_item.done";
         self.emit(out, seq, i, kind, |s, n| {
-            to_compact_json(&ItemEvent {
-                kind,
-                output_index: index,
-                item: call_item(&s.header, n_call, call, true),
-                sequence_number: n,
-            })
+            s.call_item_event(kind, index, n_call, call, n)
         });
     }
 
@@ -702,7 +724,6 @@ impl ResponsesEncoder {
                 self.emit(out, seq, &mut i, kind, |s, n| {
                     s.text_event(kind, Some(text), n)
                 });
-                self.text.push_str(text);
                 if let Some(StreamItem::Message { text: t, .. }) = self.items.last_mut() {
                     t.push_str(text);
                 }
@@ -721,7 +742,8 @@ impl ResponsesEncoder {
                 self.finished = true;
                 let failed = self.failure.is_some();
                 let status = ResponseStatus::of_finish(finish_reason, failed);
-                if has_message_item(status, &self.text, self.calls > 0) {
+                let text = self.text();
+                if has_message_item(status, !text.is_empty(), self.calls() > 0) {
                     if self.items.is_empty() {
                         self.open_message(seq, &mut i, out);
                     }
@@ -738,7 +760,7 @@ impl ResponsesEncoder {
                 self.emit(out, seq, &mut i, kind, |s, n| {
                     let view = ResponseView {
                         status,
-                        text: &s.text,
+                        text: &text,
                         with_item: true,
                         usage: *usage,
                         finish_reason: Some(finish_reason),
