@@ -56,6 +56,19 @@ async fn fake_weather() -> (String, Arc<Mutex<Vec<String>>>) {
     (base, seen)
 }
 
+/// The events of a stream read to its end, within [`WAIT`].
+async fn answer(stream: chatstream_core::ClientStream) -> Vec<StreamEvent> {
+    tokio::time::timeout(WAIT, stream.collect::<Vec<_>>())
+        .await
+        .expect("answer within the limit")
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Envelope(env) => Some(env.event.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn the_model_calls_get_weather_and_answers_with_its_result() {
     let (weather_url, weather_seen) = fake_weather().await;
@@ -84,16 +97,7 @@ async fn the_model_calls_get_weather_and_answers_with_its_result() {
     .spawn();
     let gateway = Gateway::builder(Arc::new(broker.clone()), Arc::new(broker.clone())).build();
     let request = ChatRequest::new(StreamKey::new("chan", "m1"), "Weather in Oslo?");
-    let stream = gateway.submit(request).await.unwrap();
-    let events: Vec<StreamEvent> = tokio::time::timeout(WAIT, stream.collect::<Vec<_>>())
-        .await
-        .expect("answer within the limit")
-        .into_iter()
-        .filter_map(|e| match e {
-            ClientEvent::Envelope(env) => Some(env.event.clone()),
-            _ => None,
-        })
-        .collect();
+    let events = answer(gateway.submit(request).await.unwrap()).await;
 
     let processing = events.iter().position(|e| {
         matches!(e, StreamEvent::Status { status: Status::Processing, detail: Some(d), .. } if d == "get_weather")
@@ -163,16 +167,7 @@ async fn answer_with_client_tool(
     request
         .metadata
         .insert(chatstream_core::meta::TOOLS.to_owned(), client_tools(tool));
-    let stream = gateway.submit(request.stateless()).await.unwrap();
-    let events = tokio::time::timeout(WAIT, stream.collect::<Vec<_>>())
-        .await
-        .expect("answer within the limit")
-        .into_iter()
-        .filter_map(|e| match e {
-            ClientEvent::Envelope(env) => Some(env.event.clone()),
-            _ => None,
-        })
-        .collect();
+    let events = answer(gateway.submit(request.stateless()).await.unwrap()).await;
     (events, worker)
 }
 
