@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 use serde_json::Value;
 
@@ -144,22 +145,10 @@ fn draw(path: &Path, title: &str, unit: &str, series: &Series, log_y: bool) -> B
     if log_y {
         let (y0, y1) = (decade_below(y0), decade_above(y1 * 1.01));
         let mut c = chart.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())?;
-        c.configure_mesh()
-            .x_desc("streams")
-            .y_desc(unit)
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| number(*v))
-            .draw()?;
-        lines(&mut c, series)?;
+        lines(&mut c, unit, series)?;
     } else {
         let mut c = chart.build_cartesian_2d((x0..x1).log_scale(), 0f64..y1 * 1.15)?;
-        c.configure_mesh()
-            .x_desc("streams")
-            .y_desc(unit)
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| number(*v))
-            .draw()?;
-        lines(&mut c, series)?;
+        lines(&mut c, unit, series)?;
     }
     root.present()?;
     Ok(())
@@ -174,16 +163,25 @@ fn number(v: f64) -> String {
     }
 }
 
+/// The axes (streams, `unit`), then one line and its points per series, and the legend.
 fn lines<'a, DB, X, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    unit: &str,
     series: &Series,
 ) -> BoxResult<()>
 where
     DB: DrawingBackend + 'a,
     DB::ErrorType: 'static,
-    X: Ranged<ValueType = f64>,
-    Y: Ranged<ValueType = f64>,
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
+    chart
+        .configure_mesh()
+        .x_desc("streams")
+        .y_desc(unit)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| number(*v))
+        .draw()?;
     // One colour per broker and mode in every plot: the offered rate is grey and takes none.
     let mut next = 0;
     for (name, points) in series {
