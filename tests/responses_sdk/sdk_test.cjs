@@ -5,24 +5,11 @@
 // `ok <check>` line per check; any failure throws (non-zero exit).
 'use strict';
 
-const path = require('path');
 const assert = require('assert/strict');
 
-const sdk = require(path.resolve(process.env.SDK_NODE_DIR, 'node_modules', 'openai'));
-const OpenAI = sdk.OpenAI || sdk.default || sdk;
-const client = new OpenAI({
-  baseURL: process.env.OPENAI_BASE_URL,
-  apiKey: process.env.OPENAI_API_KEY || 'sk-test',
-});
-// A second gateway instance (OPENAI_BASE_URL_2), when given, serves the resume, the polls
-// and the cancel of responses created on the first.
-const other = new OpenAI({
-  baseURL: process.env.OPENAI_BASE_URL_2 || process.env.OPENAI_BASE_URL,
-  apiKey: process.env.OPENAI_API_KEY || 'sk-test',
-});
-const MODEL = process.env.MODEL || 'scripted';
+const { OpenAI, client, other, ok } = require('./sdk_clients.cjs');
 
-const ok = (name) => console.log(`ok ${name}`);
+const MODEL = process.env.MODEL || 'scripted';
 
 async function waitFinal(id) {
   const deadline = Date.now() + 30000;

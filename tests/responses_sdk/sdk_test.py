@@ -11,15 +11,9 @@ import time
 import openai
 from openai import OpenAI
 
-client = OpenAI(base_url=os.environ["OPENAI_BASE_URL"], api_key=os.environ.get("OPENAI_API_KEY", "sk-test"))
-# A second gateway instance (OPENAI_BASE_URL_2), when given, serves the resume, the polls
-# and the cancel of responses created on the first.
-other = OpenAI(base_url=os.environ.get("OPENAI_BASE_URL_2") or os.environ["OPENAI_BASE_URL"], api_key=client.api_key)
+from sdk_clients import client, ok, other
+
 MODEL = os.environ.get("MODEL", "scripted")
-
-
-def ok(name):
-    print(f"ok {name}", flush=True)
 
 
 def wait_final(rid, limit=30.0):

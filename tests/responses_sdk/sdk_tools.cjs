@@ -6,19 +6,9 @@
 // Prints one `ok <check>` line per check; any failure throws (non-zero exit).
 'use strict';
 
-const path = require('path');
 const assert = require('assert/strict');
 
-const sdk = require(path.resolve(process.env.SDK_NODE_DIR, 'node_modules', 'openai'));
-const OpenAI = sdk.OpenAI || sdk.default || sdk;
-const client = new OpenAI({
-  baseURL: process.env.OPENAI_BASE_URL,
-  apiKey: process.env.OPENAI_API_KEY || 'sk-test',
-});
-const other = new OpenAI({
-  baseURL: process.env.OPENAI_BASE_URL_2 || process.env.OPENAI_BASE_URL,
-  apiKey: process.env.OPENAI_API_KEY || 'sk-test',
-});
+const { client, other, ok } = require('./sdk_clients.cjs');
 const MODEL = process.env.MODEL || 'fake-model';
 const TOOLS = [
   {
@@ -30,8 +20,6 @@ const TOOLS = [
   },
 ];
 const ANSWER = 'It is sunny in Paris.';
-
-const ok = (name) => console.log(`ok ${name}`);
 
 async function main() {
   // The model's call comes back as a function_call item.

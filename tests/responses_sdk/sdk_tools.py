@@ -10,11 +10,8 @@ import json
 import os
 import sys
 
-from openai import OpenAI
+from sdk_clients import client, ok, other
 
-client = OpenAI(base_url=os.environ["OPENAI_BASE_URL"], api_key=os.environ.get("OPENAI_API_KEY", "sk-test"))
-# A second gateway instance, when given, reads and continues what the first created.
-other = OpenAI(base_url=os.environ.get("OPENAI_BASE_URL_2") or os.environ["OPENAI_BASE_URL"], api_key=client.api_key)
 MODEL = os.environ.get("MODEL", "fake-model")
 TOOLS = [
     {
@@ -25,10 +22,6 @@ TOOLS = [
     }
 ]
 ANSWER = "It is sunny in Paris."
-
-
-def ok(name):
-    print(f"ok {name}", flush=True)
 
 
 # The model's call comes back as a function_call item, and the response completes.
