@@ -127,12 +127,7 @@ impl KeyBroadcast {
     }
 
     async fn pubsub(&self) -> Result<redis::aio::PubSub> {
-        let mut pubsub = self
-            .client
-            .redis()
-            .get_async_pubsub()
-            .await
-            .map_err(from_redis)?;
+        let mut pubsub = self.client.pubsub().await.map_err(from_redis)?;
         pubsub.subscribe(&self.channel).await.map_err(from_redis)?;
         Ok(pubsub)
     }

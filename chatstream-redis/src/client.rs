@@ -1,13 +1,19 @@
 //! [`RedisClient`]: the shared connection every component is built from, and
 //! [`RedisConfig`], read from the environment variables seed 004 documents.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
-use redis::{AsyncConnectionConfig, Cmd, RedisFuture, Value};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisFuture,
+    Value,
+};
 
 use crate::error::{from_redis, is_transient, Error};
 use crate::keys::Keys;
@@ -16,8 +22,6 @@ use crate::keys::Keys;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a non-blocking command may take.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Idle dedicated connections kept for blocking reads.
-const MAX_IDLE_BLOCKING: usize = 32;
 
 /// Settings read from the environment (seed 004's names and defaults).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,31 +78,57 @@ impl RedisConfig {
     }
 }
 
-/// A connection to one Redis server under one key prefix. Cheap to clone; clones share the
-/// connection.
+/// A connection to one Redis server, or to a Redis Cluster, under one key prefix. Cheap to
+/// clone; clones share the connection.
+///
+/// # One server
 ///
 /// Commands go through one auto-reconnecting multiplexed connection
-/// ([`ConnectionManager`]); blocking reads (`XREAD BLOCK`, `XREADGROUP BLOCK`) use dedicated
-/// connections, so they never stall the shared one: one per token-source reader task (which
-/// follows many streams, see [`bus`](crate::bus)) and one per request-queue consumer.
-/// Dedicated connections of finished readers are kept for reuse.
+/// ([`ConnectionManager`]); blocking reads (`XREADGROUP BLOCK` of the request queue) use
+/// dedicated connections, so they never stall the shared one. Dedicated connections of
+/// finished readers are kept for reuse.
+///
+/// # Redis Cluster
+///
+/// [`RedisClient::connect`] uses redis-rs's cluster client when the URL lists several nodes
+/// separated by commas, or names one node that says it is in cluster mode (`INFO cluster`).
+/// Commands are routed by key and follow `MOVED`/`ASK` redirections and failovers by
+/// themselves; a pipeline whose commands hash to several slots is sent as one command per
+/// key, concurrently, instead of failing with `CROSSSLOT`. Every key this crate writes
+/// carries a hash tag ([`Keys`]), so each script touches one slot; the token sink sends one
+/// script call per slot of a publish. A blocking read goes to a dedicated connection to the
+/// master serving its key, and moves when the slot does. Pub/sub (cancels, the session
+/// feed, the token bus's news) connects to any live node: Redis forwards classic `PUBLISH`
+/// to every node of the cluster.
 #[derive(Clone)]
 pub struct RedisClient {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    client: redis::Client,
-    manager: ConnectionManager,
+    backend: Backend,
     keys: Keys,
     endpoint: String,
-    idle: Mutex<Vec<MultiplexedConnection>>,
+}
+
+enum Backend {
+    Single {
+        client: redis::Client,
+        manager: ConnectionManager,
+    },
+    Cluster {
+        connection: ClusterConnection,
+        /// The nodes the client was given (each one's password and database settings are
+        /// reused for connections to the nodes discovered later).
+        seeds: Vec<ConnectionInfo>,
+    },
 }
 
 impl std::fmt::Debug for RedisClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisClient")
             .field("endpoint", &self.inner.endpoint)
+            .field("cluster", &self.is_cluster())
             .field("prefix", &self.inner.keys.prefix())
             .finish_non_exhaustive()
     }
@@ -107,28 +137,61 @@ impl std::fmt::Debug for RedisClient {
 impl RedisClient {
     /// Connects to `url` (`redis://[:password@]host[:port][/db]`) with key prefix `prefix`.
     /// Fails fast (about two seconds) when the server is unreachable.
+    ///
+    /// A Redis Cluster is used when `url` lists several nodes separated by commas
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`), or names one node of a cluster:
+    /// the node is asked (`INFO cluster`), and nothing else needs setting.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, Error> {
-        let client = redis::Client::open(url).map_err(|e| Error::InvalidUrl {
-            reason: e.to_string(),
-        })?;
-        let endpoint = client.get_connection_info().addr.to_string();
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(CONNECT_TIMEOUT)
-            .set_response_timeout(RESPONSE_TIMEOUT)
-            .set_number_of_retries(1);
-        let manager = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(|e| Error::Unreachable {
-                endpoint: endpoint.clone(),
-                source: Box::new(e),
-            })?;
+        let urls: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        let mut infos = Vec::with_capacity(urls.len());
+        for u in &urls {
+            infos.push(u.into_connection_info().map_err(|e| Error::InvalidUrl {
+                reason: format!("{u}: {e}"),
+            })?);
+        }
+        let endpoint = infos
+            .iter()
+            .map(|i| i.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let unreachable = |e: redis::RedisError| Error::Unreachable {
+            endpoint: endpoint.clone(),
+            source: Box::new(e),
+        };
+        let backend = match infos.as_slice() {
+            [] => {
+                return Err(Error::InvalidUrl {
+                    reason: "no Redis URL given".into(),
+                })
+            }
+            [one] => {
+                let client = redis::Client::open(one.clone()).map_err(|e| Error::InvalidUrl {
+                    reason: e.to_string(),
+                })?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(CONNECT_TIMEOUT)
+                    .set_response_timeout(RESPONSE_TIMEOUT)
+                    .set_number_of_retries(1);
+                let mut manager = ConnectionManager::new_with_config(client.clone(), config)
+                    .await
+                    .map_err(unreachable)?;
+                if cluster_enabled(&mut manager).await {
+                    cluster(infos).await.map_err(unreachable)?
+                } else {
+                    Backend::Single { client, manager }
+                }
+            }
+            _ => cluster(infos).await.map_err(unreachable)?,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
-                client,
-                manager,
+                backend,
                 keys: Keys::new(prefix),
                 endpoint,
-                idle: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -143,25 +206,35 @@ impl RedisClient {
         &self.inner.keys
     }
 
-    /// `host:port` of the server (never the password).
+    /// `host:port` of the server (never the password); for a cluster, the nodes given,
+    /// separated by commas.
     pub fn endpoint(&self) -> &str {
         &self.inner.endpoint
     }
 
-    /// The shared multiplexed connection, for commands of your own (it reconnects by
-    /// itself).
-    pub fn connection(&self) -> ConnectionManager {
-        self.inner.manager.clone()
+    /// Whether this client talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.backend, Backend::Cluster { .. })
     }
 
-    /// The shared connection for this crate's own commands: like [`RedisClient::connection`],
-    /// and a command refused before it was sent is tried once more on a fresh connection
-    /// (see [`SharedConnection`]).
-    pub(crate) fn shared(&self) -> SharedConnection {
-        SharedConnection(self.inner.manager.clone())
+    /// The shared connection, for commands of your own: it reconnects by itself, and on a
+    /// cluster routes each command by its key (see [`RedisConnection`]).
+    pub fn connection(&self) -> RedisConnection {
+        match &self.inner.backend {
+            Backend::Single { manager, .. } => RedisConnection(Conn::Single(manager.clone())),
+            Backend::Cluster { connection, .. } => {
+                RedisConnection(Conn::Cluster(connection.clone()))
+            }
+        }
     }
 
-    /// `PING`.
+    /// The shared connection for this crate's own commands (the same as
+    /// [`RedisClient::connection`]).
+    pub(crate) fn shared(&self) -> RedisConnection {
+        self.connection()
+    }
+
+    /// `PING` (on a cluster, every node).
     pub async fn ping(&self) -> chatstream_core::Result<()> {
         let mut con = self.shared();
         redis::cmd("PING")
@@ -170,41 +243,175 @@ impl RedisClient {
             .map_err(from_redis)
     }
 
-    /// The underlying `redis` client (for pub/sub connections).
-    pub(crate) fn redis(&self) -> &redis::Client {
-        &self.inner.client
+    /// A pub/sub connection: to the server, or to the first live node of a cluster (seeds
+    /// first, then the masters the cluster names).
+    pub(crate) async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        let mut last = None;
+        for info in self.pubsub_nodes().await {
+            let attempt = async {
+                let client = redis::Client::open(info)?;
+                tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+                    .await
+                    .map_err(|_| timed_out())?
+            };
+            match attempt.await {
+                Ok(ps) => return Ok(ps),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(no_node))
     }
 
-    /// A dedicated connection for blocking reads of up to `block`, reused when one is idle.
-    pub(crate) async fn blocking(&self, block: Duration) -> chatstream_core::Result<Blocking> {
-        let reused = self
-            .inner
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
-        let conn = match reused {
-            Some(c) => c,
-            None => self.dedicated(block).await?,
-        };
-        Ok(Blocking {
-            conn,
-            home: self.inner.clone(),
-            clean: true,
-        })
-    }
-
-    /// A new connection whose commands may block for up to `block`.
-    pub(crate) async fn dedicated(
+    /// A RESP3 connection whose pushes (pub/sub messages, and a `Disconnection` when it
+    /// drops) go to `pushes`, named `name` in `CLIENT LIST`: to the server, or to the first
+    /// live node of a cluster.
+    pub(crate) async fn push_connection(
         &self,
+        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+        name: &str,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let mut last = None;
+        for mut info in self.pubsub_nodes().await {
+            info.redis.protocol = redis::ProtocolVersion::RESP3;
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(CONNECT_TIMEOUT)
+                .set_response_timeout(RESPONSE_TIMEOUT)
+                .set_push_sender(pushes.clone());
+            let attempt = async {
+                let client = redis::Client::open(info)?;
+                let mut con = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                redis::cmd("CLIENT")
+                    .arg("SETNAME")
+                    .arg(name)
+                    .query_async::<()>(&mut con)
+                    .await?;
+                Ok(con)
+            };
+            match attempt.await {
+                Ok(con) => return Ok(con),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(no_node))
+    }
+
+    /// Where pub/sub connections may go: the server; on a cluster the seeds, then the
+    /// masters it names.
+    async fn pubsub_nodes(&self) -> Vec<ConnectionInfo> {
+        match &self.inner.backend {
+            Backend::Single { client, .. } => vec![client.get_connection_info().clone()],
+            Backend::Cluster { seeds, .. } => {
+                let mut nodes = seeds.clone();
+                if let Ok(masters) = self.masters().await {
+                    nodes.extend(masters.into_iter().map(|(_, _, info)| info));
+                }
+                nodes
+            }
+        }
+    }
+
+    /// The `CLIENT SETNAME` of a token source's news connection: `chatstream-news:` plus
+    /// the prefix (sanitized as in [`RedisClient::reader_name`]).
+    pub fn news_name(&self) -> String {
+        format!("chatstream-news:{}", self.sanitized_prefix())
+    }
+
+    /// The masters of a cluster and the slot ranges they serve (`CLUSTER SLOTS`).
+    async fn masters(&self) -> redis::RedisResult<Vec<(u16, u16, ConnectionInfo)>> {
+        let Backend::Cluster { connection, seeds } = &self.inner.backend else {
+            return Ok(Vec::new());
+        };
+        let mut connection = connection.clone();
+        let reply = connection
+            .route_command(
+                &redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?;
+        let template = seeds.first().cloned();
+        Ok(parse_slots(&reply)
+            .into_iter()
+            .filter_map(|(start, end, host, port)| {
+                let mut info = template.clone()?;
+                info.addr = ConnectionAddr::Tcp(host, port);
+                Some((start, end, info))
+            })
+            .collect())
+    }
+
+    /// The nodes a whole-keyspace walk (`SCAN`) must visit: `[None]` (the server) on one
+    /// server, each master's address on a cluster.
+    pub(crate) async fn scan_nodes(&self) -> redis::RedisResult<Vec<Option<(String, u16)>>> {
+        if !self.is_cluster() {
+            return Ok(vec![None]);
+        }
+        let mut nodes: Vec<Option<(String, u16)>> = Vec::new();
+        for (_, _, info) in self.masters().await? {
+            if let ConnectionAddr::Tcp(host, port) = info.addr {
+                let node = Some((host, port));
+                if !nodes.contains(&node) {
+                    nodes.push(node);
+                }
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Runs `cmd` on `node` (from [`RedisClient::scan_nodes`]).
+    pub(crate) async fn query_node<T: redis::FromRedisValue>(
+        &self,
+        node: &Option<(String, u16)>,
+        cmd: &Cmd,
+    ) -> redis::RedisResult<T> {
+        match (&self.inner.backend, node) {
+            (Backend::Cluster { connection, .. }, Some((host, port))) => {
+                let reply = connection
+                    .clone()
+                    .route_command(
+                        cmd,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port: *port,
+                        }),
+                    )
+                    .await?;
+                redis::from_redis_value(&reply)
+            }
+            _ => cmd.query_async(&mut self.shared()).await,
+        }
+    }
+
+    /// A new connection whose commands may block for up to `block`, to the server, or to
+    /// the master serving `key` on a cluster.
+    pub(crate) async fn dedicated_for(
+        &self,
+        key: &str,
         block: Duration,
     ) -> chatstream_core::Result<MultiplexedConnection> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(block + RESPONSE_TIMEOUT);
-        let mut con = self
-            .inner
-            .client
+        let client = match &self.inner.backend {
+            Backend::Single { client, .. } => client.clone(),
+            Backend::Cluster { .. } => {
+                let slot = crate::keys::slot(key.as_bytes());
+                let masters = self.masters().await.map_err(from_redis)?;
+                let info = masters
+                    .into_iter()
+                    .find(|(start, end, _)| (*start..=*end).contains(&slot))
+                    .map(|(_, _, info)| info)
+                    .ok_or_else(|| {
+                        chatstream_core::Error::unavailable(
+                            "redis",
+                            format!("no cluster node serves slot {slot}"),
+                        )
+                    })?;
+                redis::Client::open(info).map_err(from_redis)?
+            }
+        };
+        let mut con = client
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(from_redis)?;
@@ -222,8 +429,11 @@ impl RedisClient {
     /// `chatstream-reader:` plus the prefix, with characters other than
     /// `A-Z a-z 0-9 : _ - .` replaced by `_`.
     pub fn reader_name(&self) -> String {
-        let prefix: String = self
-            .keys()
+        format!("chatstream-reader:{}", self.sanitized_prefix())
+    }
+
+    fn sanitized_prefix(&self) -> String {
+        self.keys()
             .prefix()
             .chars()
             .map(|c| {
@@ -233,28 +443,116 @@ impl RedisClient {
                     '_'
                 }
             })
-            .collect();
-        format!("chatstream-reader:{prefix}")
+            .collect()
     }
 }
 
-/// The shared connection, trying a command once more when the connection it would have
-/// gone on could not be made (connection refused).
-///
-/// After Redis went away, the [`ConnectionManager`] keeps its last failed reconnect until a
-/// command fails on it and starts a new one, so the first command after Redis came back
-/// would fail although the server is up. Such a command was never sent, so trying it again
-/// is safe even when it is not idempotent (`XADD *` of a request); a command that was sent
-/// and whose connection then dropped is not retried here (callers retry idempotent work).
-#[derive(Clone)]
-pub(crate) struct SharedConnection(ConnectionManager);
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "connection timed out",
+    ))
+}
 
-impl ConnectionLike for SharedConnection {
+fn no_node() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::ClientError,
+        "no cluster node to connect to",
+    ))
+}
+
+/// Whether the server says it is a cluster node (`cluster_enabled:1`). A server that
+/// refuses `INFO` (some proxies) is taken for a single server.
+async fn cluster_enabled(manager: &mut ConnectionManager) -> bool {
+    let info: redis::RedisResult<String> =
+        redis::cmd("INFO").arg("cluster").query_async(manager).await;
+    info.is_ok_and(|i| i.lines().any(|l| l.trim() == "cluster_enabled:1"))
+}
+
+/// Connects redis-rs's cluster client to `seeds`.
+async fn cluster(seeds: Vec<ConnectionInfo>) -> redis::RedisResult<Backend> {
+    let client = ClusterClientBuilder::new(seeds.clone())
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        .build()?;
+    let connection = client.get_async_connection().await?;
+    Ok(Backend::Cluster { connection, seeds })
+}
+
+/// `(start, end, host, port)` of each master's slot range in a `CLUSTER SLOTS` reply.
+fn parse_slots(reply: &Value) -> Vec<(u16, u16, String, u16)> {
+    let as_int = |v: &Value| match v {
+        Value::Int(n) => u16::try_from(*n).ok(),
+        _ => None,
+    };
+    let as_text = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let Value::Array(ranges) = reply else {
+        return Vec::new();
+    };
+    ranges
+        .iter()
+        .filter_map(|range| {
+            let Value::Array(parts) = range else {
+                return None;
+            };
+            let start = as_int(parts.first()?)?;
+            let end = as_int(parts.get(1)?)?;
+            let Value::Array(master) = parts.get(2)? else {
+                return None;
+            };
+            let host = as_text(master.first()?)?;
+            let port = as_int(master.get(1)?)?;
+            Some((start, end, host, port))
+        })
+        .collect()
+}
+
+/// The shared connection ([`RedisClient::connection`]): to one server, or to a cluster.
+///
+/// On one server, a command refused before it was sent (connection refused) is tried once
+/// more: after Redis went away, the [`ConnectionManager`] keeps its last failed reconnect
+/// until a command fails on it and starts a new one, so the first command after Redis came
+/// back would fail although the server is up. Such a command was never sent, so trying it
+/// again is safe even when it is not idempotent (`XADD *` of a request); a command that was
+/// sent and whose connection then dropped is not retried here (callers retry idempotent
+/// work).
+///
+/// On a cluster, commands are routed by key (redis-rs follows redirections and
+/// failovers). A pipeline whose keys are in several slots goes out as one command per key,
+/// concurrently, with the replies in pipeline order: Redis Cluster runs no multi-slot
+/// pipeline as one, and none of this crate's pipelines needs to be atomic.
+#[derive(Clone)]
+pub struct RedisConnection(Conn);
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.0 {
+            Conn::Single(_) => "single",
+            Conn::Cluster(_) => "cluster",
+        };
+        f.debug_tuple("RedisConnection").field(&kind).finish()
+    }
+}
+
+impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            match self.0.send_packed_command(cmd).await {
-                Err(e) if e.is_connection_refusal() => self.0.send_packed_command(cmd).await,
-                other => other,
+            match &mut self.0 {
+                Conn::Single(m) => match m.send_packed_command(cmd).await {
+                    Err(e) if e.is_connection_refusal() => m.send_packed_command(cmd).await,
+                    other => other,
+                },
+                Conn::Cluster(c) => c.req_packed_command(cmd).await,
             }
         })
     }
@@ -266,17 +564,37 @@ impl ConnectionLike for SharedConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            match self.0.send_packed_commands(cmd, offset, count).await {
-                Err(e) if e.is_connection_refusal() => {
-                    self.0.send_packed_commands(cmd, offset, count).await
-                }
-                other => other,
+            match &mut self.0 {
+                Conn::Single(m) => match m.send_packed_commands(cmd, offset, count).await {
+                    Err(e) if e.is_connection_refusal() => {
+                        m.send_packed_commands(cmd, offset, count).await
+                    }
+                    other => other,
+                },
+                Conn::Cluster(c) => match c.req_packed_commands(cmd, offset, count).await {
+                    // Refused by the client before anything was sent: split it.
+                    Err(e) if e.kind() == redis::ErrorKind::CrossSlot && offset == 0 => {
+                        let replies = cmd.cmd_iter().map(|one| {
+                            let mut c = c.clone();
+                            async move { c.req_packed_command(one).await }
+                        });
+                        futures::future::join_all(replies)
+                            .await
+                            .into_iter()
+                            .take(count)
+                            .collect()
+                    }
+                    other => other,
+                },
             }
         })
     }
 
     fn get_db(&self) -> i64 {
-        self.0.get_db()
+        match &self.0 {
+            Conn::Single(m) => m.get_db(),
+            Conn::Cluster(_) => 0,
+        }
     }
 }
 
@@ -299,56 +617,6 @@ where
                 backoff = (backoff * 2).min(Duration::from_millis(800));
             }
             other => return other,
-        }
-    }
-}
-
-/// A dedicated connection lent to one blocking reader. Back to the pool on drop, unless a
-/// command was cut off mid-way (its reply would delay the next user) or failed.
-pub(crate) struct Blocking {
-    conn: MultiplexedConnection,
-    home: Arc<Inner>,
-    clean: bool,
-}
-
-impl std::fmt::Debug for Blocking {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Blocking")
-            .field("clean", &self.clean)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Blocking {
-    /// Runs a pipeline (which may start with a blocking command).
-    pub(crate) async fn query<T: redis::FromRedisValue>(
-        &mut self,
-        pipe: &redis::Pipeline,
-    ) -> redis::RedisResult<T> {
-        self.clean = false;
-        let r = pipe.query_async(&mut self.conn).await;
-        self.clean = r.is_ok();
-        if r.as_ref().is_err_and(|e| e.is_io_error()) {
-            // The server went away (a restart, a network cut): the idle connections to it
-            // are most likely dead too, and each would cost its next user a failed read.
-            self.home
-                .idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
-        }
-        r
-    }
-}
-
-impl Drop for Blocking {
-    fn drop(&mut self) {
-        if !self.clean {
-            return;
-        }
-        let mut idle = self.home.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE_BLOCKING {
-            idle.push(self.conn.clone());
         }
     }
 }

@@ -67,6 +67,8 @@ pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
             redis::ErrorKind::BusyLoadingError
                 | redis::ErrorKind::TryAgain
                 | redis::ErrorKind::MasterDown
+                | redis::ErrorKind::ClusterDown
+                | redis::ErrorKind::ClusterConnectionNotFound
         )
 }
 

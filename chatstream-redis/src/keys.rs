@@ -12,9 +12,9 @@
 //! | `P{resp:ID}`, `P{resp:ID}:outcome` | strings | a stored response of the Responses API and its outcome ([`RedisResponseStore`](crate::RedisResponseStore)) |
 //! | `P{queue:NAME}` | stream | requests (`body`, and `deliveries` on redelivered copies), consumer group |
 //! | `P{queue:NAME}:dead` | stream | dead letters: `body`, `reason`, `deliveries`, `id` |
-//! | `Preader:ID:wake` | stream | one entry at most: added to wake a token source's reader `ID` (random) from its `XREAD BLOCK`; expires a minute after its last use |
 //! | `Pcancel` | pub/sub channel | cancels, `{"sessionId": …, "messageId": …}` |
 //! | `Pstreams` | pub/sub channel | news of started streams (`RedisSessionFeed`), same JSON |
+//! | `Pnews` | pub/sub channel | news of the token bus: each publish call sends the keys of the token streams it appended to, one per line |
 //!
 //! `P` is the prefix (`REDIS_PREFIX`, default `cosmo:`). Parts that come from users (ids,
 //! channel names, stream keys) are percent-encoded: every byte outside `A-Z a-z 0-9 - _ . ~ @`
@@ -87,9 +87,10 @@ impl Keys {
         k
     }
 
-    /// The wake stream of a token source's reader (`id` is random, made by the source).
-    pub fn reader_wake(&self, id: &str) -> String {
-        format!("{}reader:{}:wake", self.prefix, escape(id))
+    /// The pub/sub channel of the token bus's news: the keys of token streams that got
+    /// new entries, one per line.
+    pub fn news_channel(&self) -> String {
+        format!("{}news", self.prefix)
     }
 
     /// The request stream of a queue.
@@ -155,6 +156,34 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the part between
+/// the first `{` and the next `}`, when not empty) or of the whole key, modulo 16,384.
+pub(crate) fn slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.iter()
+            .position(|&b| b == b'}')
+            .filter(|&close| close > 0)
+            .map(|close| &rest[..close])
+    });
+    crc16(tagged.unwrap_or(key)) % 16_384
+}
+
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +230,27 @@ mod tests {
         assert_eq!(
             k.conversation_meta_pattern(),
             "we\\*ird\\[1\\]:{conv:*}:meta"
+        );
+    }
+
+    #[test]
+    fn slots_follow_the_cluster_spec() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(slot(b"foo"), 12_182);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"{user1000}.followers"));
+        assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
+        assert_eq!(
+            slot(b"foo{}{bar}"),
+            slot(b"foo{}{bar}"),
+            "an empty tag hashes the whole key"
+        );
+        assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
+        let keys = Keys::new("p:");
+        let key = StreamKey::new("s", "m");
+        assert_eq!(
+            slot(keys.token_stream(&key).as_bytes()),
+            slot(keys.token_marker(&key).as_bytes())
         );
     }
 }

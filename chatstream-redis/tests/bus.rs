@@ -301,95 +301,37 @@ async fn a_stream_that_expires_under_a_subscriber_ends_with_history_lost() {
     );
 }
 
-/// Kills this client's blocking reader connections, as a network cut or a server restart
-/// would.
-async fn kill_readers(client: &RedisClient) -> usize {
-    let mut con = client.connection();
+/// The ids of this client's connections named `name` in `CLIENT LIST`.
+async fn named_connections(client: &RedisClient, name: &str) -> Vec<String> {
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
-        .query_async(&mut con)
+        .query_async(&mut client.connection())
         .await
         .expect("CLIENT command");
-    let needle = format!("name={} ", client.reader_name());
-    let ids: Vec<String> = list
-        .lines()
+    let needle = format!("name={name} ");
+    list.lines()
         .filter(|l| l.contains(&needle))
         .filter_map(|l| {
             l.split(' ')
                 .find_map(|f| f.strip_prefix("id="))
                 .map(str::to_owned)
         })
-        .collect();
+        .collect()
+}
+
+/// Kills this client's news connections, as a network cut or a server restart would.
+async fn kill_news(client: &RedisClient) -> usize {
+    let ids = named_connections(client, &client.news_name()).await;
     for id in &ids {
         let _: redis::Value = redis::cmd("CLIENT")
             .arg("KILL")
             .arg("ID")
             .arg(id)
-            .query_async(&mut con)
+            .query_async(&mut client.connection())
             .await
             .expect("CLIENT command");
     }
     ids.len()
-}
-
-#[tokio::test]
-async fn a_subscription_survives_a_dropped_connection() {
-    let Some((client, sink, source, _g)) = setup("cut", config()).await else {
-        return;
-    };
-    let all = answer(&key("c"), 1, 6);
-    sink.publish(&Destination::default(), &all[..3])
-        .await
-        .unwrap();
-    let mut stream = source.subscribe(&all[0].key, None).await.unwrap();
-    let mut seen = Vec::new();
-    for _ in 0..3 {
-        seen.push(stream.next().await.expect("item").expect("envelope"));
-    }
-    // The reader is now blocked in XREAD; cut its connection.
-    let mut killed = 0;
-    for _ in 0..50 {
-        killed = kill_readers(&client).await;
-        if killed > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(killed > 0, "no reader connection found");
-    sink.publish(&Destination::default(), &all[3..])
-        .await
-        .unwrap();
-    let rest: Vec<_> = tokio::time::timeout(
-        WAIT,
-        stream
-            .map(|r| r.expect("envelope after reconnect"))
-            .collect::<Vec<_>>(),
-    )
-    .await
-    .expect("hung after the connection was cut");
-    seen.extend(rest);
-    assert_eq!(seen, all);
-}
-
-/// This client's blocking reader connections in `CLIENT LIST`, and how many of them are
-/// blocked in a command right now.
-async fn reader_connections(client: &RedisClient) -> (usize, usize) {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(&mut client.connection())
-        .await
-        .expect("CLIENT command");
-    let needle = format!("name={} ", client.reader_name());
-    let readers: Vec<&str> = list.lines().filter(|l| l.contains(&needle)).collect();
-    let blocked = readers
-        .iter()
-        .filter(|l| {
-            l.split(' ')
-                .find_map(|f| f.strip_prefix("flags="))
-                .is_some_and(|f| f.contains('b'))
-        })
-        .count();
-    (readers.len(), blocked)
 }
 
 /// Waits (up to [`WAIT`]) until `check` holds.
@@ -405,9 +347,57 @@ where
     }
 }
 
+/// Long enough that the look at quiet streams cannot serve anything within [`WAIT`]: only
+/// the news can.
+fn news_only() -> BusConfig {
+    BusConfig {
+        block: Duration::from_secs(60),
+        ..BusConfig::default()
+    }
+}
+
 #[tokio::test]
-async fn hundreds_of_subscriptions_share_a_few_connections_and_each_gets_its_own_envelopes() {
-    let Some((client, sink, source, _g)) = setup("many", config()).await else {
+async fn a_subscription_survives_a_lost_news_connection_and_misses_nothing_published_meanwhile() {
+    let Some((client, sink, source, _g)) = setup("cut", news_only()).await else {
+        return;
+    };
+    let all = answer(&key("c"), 1, 6);
+    sink.publish(&Destination::default(), &all[..3])
+        .await
+        .unwrap();
+    let mut stream = source.subscribe(&all[0].key, None).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(stream.next().await.expect("item").expect("envelope"));
+    }
+    eventually("the news connection is up", || async {
+        source.news_connections() == 1
+    })
+    .await;
+    eventually("the news connection is listed", || async {
+        kill_news(&client).await > 0
+    })
+    .await;
+    // Published while the news connection may be down: its news can be lost.
+    sink.publish(&Destination::default(), &all[3..])
+        .await
+        .unwrap();
+    let rest: Vec<_> = tokio::time::timeout(
+        WAIT,
+        stream
+            .map(|r| r.expect("envelope after reconnect"))
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .expect("hung after the news connection was cut");
+    seen.extend(rest);
+    assert_eq!(seen, all);
+    assert_eq!(source.news_connections(), 2, "reconnected once");
+}
+
+#[tokio::test]
+async fn hundreds_of_subscriptions_take_one_connection_and_each_gets_its_own_envelopes() {
+    let Some((client, sink, source, _g)) = setup("many", news_only()).await else {
         return;
     };
     const STREAMS: usize = 300;
@@ -434,13 +424,15 @@ async fn hundreds_of_subscriptions_share_a_few_connections_and_each_gets_its_own
     }
     assert_eq!(source.followed_streams(), STREAMS);
     let per_reader = BusConfig::default().streams_per_reader;
-    let expected_readers = STREAMS.div_ceil(per_reader);
-    assert_eq!(source.readers(), expected_readers);
-    // Each reader takes its connection when it first reads.
-    eventually("the readers hold one connection each", || async {
-        reader_connections(&client).await.0 == expected_readers
+    assert_eq!(source.readers(), STREAMS.div_ceil(per_reader));
+    // Reads go on the shared connection: the source adds its news connection only.
+    eventually("the news connection is up", || async {
+        named_connections(&client, &client.news_name()).await.len() == 1
     })
     .await;
+    assert!(named_connections(&client, &client.reader_name())
+        .await
+        .is_empty());
     for (i, a) in answers.iter().enumerate() {
         let from = if i % 2 == 0 { 1 } else { 0 };
         sink.publish(&Destination::default(), &a[from..])
@@ -458,32 +450,24 @@ async fn hundreds_of_subscriptions_share_a_few_connections_and_each_gets_its_own
 }
 
 #[tokio::test]
-async fn a_subscription_added_while_the_reader_blocks_is_served_without_waiting_for_its_timeout() {
-    // A block far longer than the test's patience: only a wake-up can serve the newcomer.
-    let cfg = BusConfig {
-        block: Duration::from_secs(30),
-        ..BusConfig::default()
-    };
-    let Some((client, sink, source, _g)) = setup("wake", cfg).await else {
+async fn each_publish_is_read_at_once_through_the_news() {
+    let Some((_client, sink, source, _g)) = setup("news", news_only()).await else {
         return;
     };
     let waiting = answer(&key("waiting"), 1, 2);
     let newcomer = answer(&key("newcomer"), 1, 3);
     let mut first = source.subscribe(&waiting[0].key, None).await.unwrap();
-    eventually("the reader blocks in XREAD", || async {
-        reader_connections(&client).await.1 == 1
-    })
-    .await;
     sink.publish(&Destination::default(), &newcomer)
         .await
         .unwrap();
     assert_eq!(read_all(&source, &newcomer[0].key, None).await, newcomer);
     assert_eq!(source.readers(), 1, "one reader follows both");
-    // The stream that was waiting is still followed.
-    sink.publish(&Destination::default(), &waiting)
-        .await
-        .unwrap();
+    // The stream that was waiting gets each envelope as it is published, well before the
+    // minute after which a quiet stream is read anyway.
     for env in &waiting {
+        sink.publish(&Destination::default(), std::slice::from_ref(env))
+            .await
+            .unwrap();
         let got = tokio::time::timeout(WAIT, first.next())
             .await
             .expect("the first subscription hung");
@@ -492,12 +476,34 @@ async fn a_subscription_added_while_the_reader_blocks_is_served_without_waiting_
 }
 
 #[tokio::test]
-async fn dropped_subscribers_are_forgotten_at_once() {
-    let cfg = BusConfig {
-        block: Duration::from_secs(30),
-        ..BusConfig::default()
+async fn news_of_streams_nobody_follows_is_ignored() {
+    let Some((client, sink, source, _g)) = setup("noise", news_only()).await else {
+        return;
     };
-    let Some((client, _sink, source, _g)) = setup("drop", cfg).await else {
+    let mine = answer(&key("mine"), 1, 2);
+    let mut stream = source.subscribe(&mine[0].key, None).await.unwrap();
+    // A malformed message and news of other streams on the channel change nothing.
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(client.keys().news_channel())
+        .arg(b"\xff\xfe\nnot a key\n".as_slice())
+        .query_async(&mut client.connection())
+        .await
+        .unwrap();
+    sink.publish(&Destination::default(), &answer(&key("other"), 1, 3))
+        .await
+        .unwrap();
+    sink.publish(&Destination::default(), &mine).await.unwrap();
+    for env in &mine {
+        let got = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("hung");
+        assert_eq!(got.expect("item").expect("envelope"), *env);
+    }
+}
+
+#[tokio::test]
+async fn dropped_subscribers_are_forgotten_at_once() {
+    let Some((_client, _sink, source, _g)) = setup("drop", news_only()).await else {
         return;
     };
     let mut streams = Vec::new();
@@ -510,11 +516,7 @@ async fn dropped_subscribers_are_forgotten_at_once() {
         );
     }
     assert_eq!(source.followed_streams(), 10);
-    eventually("the reader blocks in XREAD", || async {
-        reader_connections(&client).await.1 == 1
-    })
-    .await;
-    // Clients go away mid-wait; the reader is blocked for 30 s but forgets them now.
+    // Clients go away while nothing is published; the reader forgets them now.
     streams.truncate(4);
     eventually("the reader follows the 4 left", || async {
         source.followed_streams() == 4

@@ -37,29 +37,28 @@
 //!
 //! # Reading
 //!
-//! A [`RedisTokenSource`] does not hold a connection per subscription: a few reader tasks
-//! (shared by the source's clones), each with one dedicated connection, follow up to
-//! [`BusConfig::streams_per_reader`] streams each with a single
-//! `XREAD COUNT n BLOCK ms STREAMS k1 k2 … id1 id2 …` and hand every stream's entries to its
-//! subscriber. 10,000 open streams thus take 40 connections with the default of 256.
+//! Readers read only streams that have news. Each publish call ends with one `PUBLISH` on
+//! the prefix's news channel naming the streams it appended to; a [`RedisTokenSource`]
+//! holds one connection subscribed to it, and its reader tasks (shared by the source's
+//! clones, up to [`BusConfig::streams_per_reader`] streams each) read the named streams
+//! they follow with one non-blocking `XREAD` after each subscription's position, on the
+//! client's shared connection. Redis's work per read is thus proportional to the streams
+//! with news, not to the streams followed, and an envelope is read as soon as its publish
+//! is done.
 //!
-//! - A new subscription does not wait for a reader's `BLOCK` to time out: the reader also
-//!   reads a one-entry *wake stream* of its own after the last wake entry it saw, and an
-//!   entry added there makes its `XREAD` return at once. A wake-up sent just before the read
-//!   reaches Redis is therefore never lost (a `CLIENT UNBLOCK` would be).
-//! - A dropped subscription wakes its reader, which forgets the stream at once.
-//! - While tokens flow, reads are spaced so that the source's readers together scan at most
-//!   [`BusConfig::scan_rate`] keys per second (10 ms apart per reader at 1,000 streams,
-//!   100 ms at 10,000 with the default): one `XREAD` brings many envelopes, and Redis's
-//!   work for the reads stays bounded however many streams are open, at the price of that
-//!   delay for envelopes that follow one another closely.
+//! - Pub/sub keeps nothing for a connection that is away: whenever the news connection is
+//!   (re)made, every followed stream is read again after its position, and a stream without
+//!   news for [`BusConfig::block`] is read (and its marker probed) anyway. Positions make
+//!   every read exact, so nothing is missed or repeated.
+//! - Every gateway gets all news of its prefix (one message per publish call, one line per
+//!   stream), and keeps what its subscriptions follow.
 //! - A subscriber that does not keep up is buffered up to [`BusConfig::read_count`]
 //!   envelopes (one more read may add another `read_count`); then its reader stops reading
 //!   that stream, keeping its position, until the subscriber has taken half. The reader's
 //!   other streams are not held up, and the subscriber misses nothing.
 //! - Connection trouble (Redis restarting, a network cut, a server still loading its data)
 //!   is retried for [`BusConfig::retry_for`] (the positions make retries exact), then every
-//!   subscription of that reader ends with the error. A command error caused by one key
+//!   subscription of that read ends with the error. A command error caused by one key
 //!   that is not a stream ends only the subscriptions of that key.
 //!
 //! # Restarts
@@ -77,8 +76,17 @@
 //!   subscription's position. A stream that begins in the middle of an attempt (its
 //!   start was lost with the data) records the missing start as trimmed, so a subscription
 //!   from the start gets `HistoryLost` rather than an answer without its beginning.
-//! - The keys of one read are in different hash slots: this needs a single Redis server (or
-//!   a proxy that splits multi-key reads), as [`RedisClient`](crate::RedisClient) does.
+//!
+//! # Redis Cluster
+//!
+//! The keys of one stream (stream and marker) share a hash tag, so each stream lives in one
+//! slot. On a cluster ([`RedisClient`](crate::RedisClient) detects one), a publish sends one
+//! script call per slot of its streams, concurrently (and in call order per stream, as
+//! rounds go out one at a time); a read sends one `XREAD` per slot, together. The news
+//! `PUBLISH` reaches every node, so the news connection may be to any of them. A failover
+//! is retried like a restart; a promoted replica that missed acknowledged entries shows as
+//! [`Error::HistoryLost`](chatstream_core::Error::HistoryLost) to the subscriptions that
+//! had read past what it has (RELIABILITY.md).
 
 mod mux;
 mod scripts;
@@ -104,28 +112,15 @@ pub struct BusConfig {
     /// How much longer than its stream the marker lives, so that resumes of an expired
     /// stream fail with `HistoryLost` instead of waiting.
     pub tombstone: Duration,
-    /// Longest single `XREAD BLOCK`; readers loop, and a stream that got nothing for this
-    /// long is checked for expiry.
+    /// How long a followed stream may go without news before its reader reads it (and
+    /// checks it for expiry) anyway: the longest an envelope can wait if its news was lost.
     pub block: Duration,
     /// Entries read per stream per `XREAD`, and the envelopes a subscription buffers before
     /// its reader stops reading it until the subscriber catches up.
     pub read_count: usize,
-    /// Streams one reader (one dedicated connection, one `XREAD` over all of them) follows
-    /// at most; a source starts another reader when all are full. Fewer means more
-    /// connections; more means longer `XREAD` commands, which Redis scans key by key each
-    /// time any of the streams has news.
+    /// Streams one reader task follows at most; a source starts another reader when all
+    /// are full. Readers share the decoding of what is read between them.
     pub streams_per_reader: usize,
-    /// Keys per second the source's readers together ask Redis to scan at most while
-    /// tokens flow: after a read that brought entries, a reader waits until (streams
-    /// followed by the source) ÷ `scan_rate` after its start before the next (10 ms at
-    /// 1,000 streams, 100 ms at 10,000 with the default 100,000; at most [`Self::block`]).
-    /// When all of a reader's streams were quiet, the first envelope to come is not
-    /// delayed (the read is already waiting); while they are busy, envelopes wait up to
-    /// that long. Under load Redis 7.0 spent 2–3 µs per key of a
-    /// multi-stream `XREAD` here, so the default bounds the reads to about a quarter of a
-    /// Redis core; 400,000 halves the added delay at 1,000 streams but let the reads
-    /// swamp Redis at 10,000 (BENCHMARKS.md).
-    pub scan_rate: usize,
     /// How long connection trouble (Redis restarting, a network cut, a server still loading
     /// its data) is retried before giving up: then a publish fails, and a reader ends its
     /// subscriptions with [`Error::Unavailable`](chatstream_core::Error::Unavailable). The
@@ -145,7 +140,6 @@ impl Default for BusConfig {
             block: Duration::from_secs(5),
             read_count: 512,
             streams_per_reader: 256,
-            scan_rate: 100_000,
             retry_for: Duration::from_secs(30),
         }
     }

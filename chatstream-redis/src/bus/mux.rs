@@ -1,54 +1,53 @@
-//! Multiplexed reads: a few reader tasks per [`RedisTokenSource`](super::RedisTokenSource),
-//! each with one dedicated connection, follow many streams with one
-//! `XREAD COUNT n BLOCK ms STREAMS wake k1 k2 … id0 id1 id2 …` and hand each stream's
-//! entries to its subscription.
+//! Reads driven by news: a few reader tasks per [`RedisTokenSource`](super::RedisTokenSource)
+//! follow many streams each, and read a stream only when the bus says it has new entries.
 //!
-//! - **Waking a blocked reader.** Every reader also reads a small stream of its own, its
-//!   *wake stream* ([`Keys::reader_wake`](crate::Keys::reader_wake)), after the last wake
-//!   entry it saw. A new subscription, a dropped one or one that made room after a pause
-//!   notifies the reader task, which `XADD`s to its wake stream on the shared connection: its
-//!   `XREAD` returns at once, whether the `XADD` reaches Redis before or after the `XREAD`
-//!   (it reads *after an id*, not *from now*), so no wake-up can be lost, unlike a
-//!   `CLIENT UNBLOCK`, which does nothing when it arrives before the read it should cut short.
+//! - **News.** Every publish call ends with one `PUBLISH` on the prefix's news channel
+//!   ([`Keys::news_channel`](crate::Keys::news_channel)) naming the streams it appended to.
+//!   A source holds one subscribed connection (RESP3, named
+//!   [`RedisClient::news_name`](crate::RedisClient::news_name)); its news task marks each
+//!   named stream that a subscription follows and wakes that subscription's reader.
+//! - **Reads.** A woken reader reads its marked streams with one non-blocking
+//!   `XREAD COUNT n STREAMS k1 k2 … id1 id2 …` (on a cluster, one per hash slot, sent
+//!   together) on the client's shared connection, after each subscription's position, and
+//!   hands each stream's entries to its subscription. Redis thus works for the streams that
+//!   have news only, however many are followed, and an envelope is read as soon as its
+//!   publish is done: no `BLOCK`, no spacing between reads, no dedicated connections.
+//! - **Nothing is missed.** A new subscription reads its stream once at the start. Pub/sub
+//!   keeps nothing for a connection that is away, so whenever the news connection is
+//!   (re)established every followed stream is read again after its position; a stream with
+//!   no news for [`BusConfig::block`](super::BusConfig::block) is read (and its marker
+//!   probed) anyway. Positions make every read exact, so a spare read costs a round trip
+//!   and nothing else.
 //! - **Slow consumers.** Each subscription has a bounded queue
 //!   ([`BusConfig::read_count`](super::BusConfig::read_count) envelopes). When it is full the
 //!   reader leaves that stream out of its reads, keeping its position, until the consumer has
 //!   taken half of it; the other streams of the reader go on.
-//! - **Gathering.** Redis scans every key of an `XREAD` each time (and registers and
-//!   unregisters every key when it blocks), so reading busy streams back to back would cost
-//!   a full scan per envelope or two. After a read that brought entries, a reader waits
-//!   until (streams followed by the source) ÷ [`BusConfig::scan_rate`](super::BusConfig::scan_rate)
-//!   after its start before the next: all readers together then scan at most `scan_rate`
-//!   keys per second, whatever the number of streams, and each read brings more envelopes
-//!   the more streams there are. When all of a reader's streams were quiet, its read is
-//!   already waiting in `BLOCK`, and the first envelope to come is not delayed.
-//! - **Expiry and trimming** are checked per stream as before: the marker is probed (one
-//!   pipeline for all streams that need it) when a stream's entries do not follow on from its
-//!   position, or when nothing came for it for [`BusConfig::block`](super::BusConfig::block).
-//! - **Lifetime.** A reader ends, and its connection goes back to the pool, when it follows
-//!   nothing; a dropped subscription wakes its reader, which forgets the stream.
+//! - **Expiry and trimming** are checked per stream: the marker is probed (one pipeline for
+//!   all streams that need it) when a stream's entries do not follow on from its position,
+//!   or when nothing came for it for [`BusConfig::block`](super::BusConfig::block).
+//! - **Lifetime.** A reader ends when it follows nothing; a dropped subscription wakes its
+//!   reader, which forgets the stream. The news connection lives as long as the source.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use chatstream_core::wire::seed000::decode_envelope;
 use chatstream_core::{Error, Result, TokenEnvelope};
 use futures::FutureExt;
 use redis::streams::{StreamId, StreamReadReply};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use super::source::{follows, Probe};
 use super::subscription::{Pushed, Slot, Subscription};
-use super::{millis, parse_id, BusConfig};
-use crate::client::Blocking;
-use crate::error::is_transient;
+use super::{parse_id, BusConfig};
+use crate::error::{from_redis, is_transient};
 use crate::RedisClient;
 
-/// Longest pause between retries of a failed read (they go on for
-/// [`BusConfig::retry_for`](super::BusConfig::retry_for)).
+/// Longest pause between retries of a failed read or news connection (reads are retried
+/// for [`BusConfig::retry_for`](super::BusConfig::retry_for)).
 const MAX_BACKOFF: Duration = Duration::from_millis(800);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -64,6 +63,19 @@ pub(super) struct Mux {
     readers: Mutex<Vec<Arc<Shared>>>,
     /// Streams followed by all readers (the sum of their inbox counts).
     followed: AtomicUsize,
+    /// Stream key → the subscriptions following it, for the news task.
+    watchers: Mutex<HashMap<String, Vec<Watcher>>>,
+    /// Started with the first subscription; ends when this is dropped.
+    news: Mutex<Option<watch::Sender<()>>>,
+    /// News connections made so far (the first, and each reconnection).
+    news_connections: AtomicUsize,
+}
+
+/// A subscription as the news task sees it.
+#[derive(Debug)]
+struct Watcher {
+    slot: Arc<Slot>,
+    reader: Arc<Shared>,
 }
 
 /// What a reader task shares with the subscriptions it follows.
@@ -114,6 +126,9 @@ impl Mux {
             config,
             readers: Mutex::new(Vec::new()),
             followed: AtomicUsize::new(0),
+            watchers: Mutex::new(HashMap::new()),
+            news: Mutex::new(None),
+            news_connections: AtomicUsize::new(0),
         }
     }
 
@@ -126,7 +141,10 @@ impl Mux {
         after_seq: u64,
         seen: bool,
     ) -> Subscription {
+        self.start_news();
+        // Marked: the first read happens at once.
         let slot = Arc::new(Slot::new(self.config.read_count));
+        let key = stream.clone();
         let mut follow = Some(Follow {
             slot: slot.clone(),
             stream,
@@ -139,40 +157,44 @@ impl Mux {
         let per_reader = self.config.streams_per_reader.max(1);
         let mut readers = lock(&self.readers);
         self.followed.fetch_add(1, Ordering::Relaxed);
+        let mut chosen = None;
         for reader in readers.iter() {
             let mut inbox = lock(&reader.inbox);
             if !inbox.closed && inbox.count < per_reader {
                 inbox.pending.extend(follow.take());
                 inbox.count += 1;
-                drop(inbox);
-                reader.notify.notify_one();
-                return Subscription::new(slot, reader.notify.clone());
+                chosen = Some(reader.clone());
+                break;
             }
         }
-        let shared = Arc::new(Shared {
-            inbox: Mutex::new(Inbox {
-                pending: follow.into_iter().collect(),
-                count: 1,
-                closed: false,
-            }),
-            notify: Arc::new(Notify::new()),
-        });
-        readers.push(shared.clone());
-        let notify = shared.notify.clone();
-        let wake_key = self
-            .client
-            .keys()
-            .reader_wake(&uuid::Uuid::new_v4().simple().to_string());
-        let reader = Reader {
-            mux: self.clone(),
-            shared,
-            follows: Vec::new(),
-            conn: None,
-            wake_key,
-            wake_id: "0-0".into(),
+        let reader = match chosen {
+            Some(reader) => reader,
+            None => {
+                let shared = Arc::new(Shared {
+                    inbox: Mutex::new(Inbox {
+                        pending: follow.into_iter().collect(),
+                        count: 1,
+                        closed: false,
+                    }),
+                    notify: Arc::new(Notify::new()),
+                });
+                readers.push(shared.clone());
+                let reader = Reader {
+                    mux: self.clone(),
+                    shared: shared.clone(),
+                    follows: Vec::new(),
+                };
+                tokio::spawn(reader.run());
+                shared
+            }
         };
-        tokio::spawn(reader.run());
-        Subscription::new(slot, notify)
+        drop(readers);
+        lock(&self.watchers).entry(key).or_default().push(Watcher {
+            slot: slot.clone(),
+            reader: reader.clone(),
+        });
+        reader.notify.notify_one();
+        Subscription::new(slot, reader.notify.clone())
     }
 
     /// Streams followed by all readers.
@@ -180,51 +202,145 @@ impl Mux {
         self.followed.load(Ordering::Relaxed)
     }
 
-    /// How long after the start of a read that brought entries a reader waits before the
-    /// next: long enough that all readers together ask Redis to scan at most
-    /// [`BusConfig::scan_rate`] keys per second.
-    fn linger(&self) -> Duration {
-        let followed = self.followed() as f64;
-        Duration::from_secs_f64(followed / self.config.scan_rate.max(1) as f64)
-            .min(self.config.block)
-    }
-
     /// Reader tasks running.
     pub(super) fn readers(&self) -> usize {
         lock(&self.readers).len()
     }
+
+    /// News connections made so far.
+    pub(super) fn news_connections(&self) -> usize {
+        self.news_connections.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the watcher of `slot` on `stream`.
+    fn unwatch(&self, stream: &str, slot: &Arc<Slot>) {
+        let mut watchers = lock(&self.watchers);
+        if let Some(list) = watchers.get_mut(stream) {
+            list.retain(|w| !Arc::ptr_eq(&w.slot, slot));
+            if list.is_empty() {
+                watchers.remove(stream);
+            }
+        }
+    }
+
+    /// Marks the streams named in a news message and wakes their readers.
+    fn news(&self, payload: &[u8]) {
+        let watchers = lock(&self.watchers);
+        for key in payload.split(|&b| b == b'\n') {
+            let Ok(key) = std::str::from_utf8(key) else {
+                continue;
+            };
+            for w in watchers.get(key).into_iter().flatten() {
+                w.slot.mark();
+                w.reader.notify.notify_one();
+            }
+        }
+    }
+
+    /// Marks every followed stream (news may have been missed) and wakes every reader.
+    fn mark_all(&self) {
+        for w in lock(&self.watchers).values().flatten() {
+            w.slot.mark();
+        }
+        for reader in lock(&self.readers).iter() {
+            reader.notify.notify_one();
+        }
+    }
+
+    /// Starts the news task unless it runs.
+    fn start_news(self: &Arc<Self>) {
+        let mut news = lock(&self.news);
+        if news.is_some() {
+            return;
+        }
+        let (stop, stopped) = watch::channel(());
+        *news = Some(stop);
+        tokio::spawn(news_task(
+            Arc::downgrade(self),
+            self.client.clone(),
+            stopped,
+        ));
+    }
+}
+
+/// Follows the news channel for the source of `mux` until the source is gone: connects,
+/// subscribes, marks everything (news may have been missed while it was away), then passes
+/// each message on; reconnects when the connection drops.
+async fn news_task(mux: Weak<Mux>, client: RedisClient, mut stopped: watch::Receiver<()>) {
+    let channel = client.keys().news_channel();
+    let name = client.news_name();
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let (tx, mut pushes) = mpsc::unbounded_channel();
+        let connected = async {
+            let mut con = client.push_connection(tx, &name).await?;
+            con.subscribe(&channel).await?;
+            redis::RedisResult::Ok(con)
+        };
+        let con = tokio::select! {
+            c = connected => c,
+            _ = stopped.changed() => return,
+        };
+        match con {
+            Ok(_con) => {
+                backoff = FIRST_BACKOFF;
+                let Some(m) = mux.upgrade() else { return };
+                m.news_connections.fetch_add(1, Ordering::Relaxed);
+                m.mark_all();
+                drop(m);
+                loop {
+                    let push = tokio::select! {
+                        p = pushes.recv() => p,
+                        _ = stopped.changed() => return,
+                    };
+                    let Some(push) = push else { break };
+                    match push.kind {
+                        redis::PushKind::Message => {
+                            if let (Some(redis::Value::BulkString(payload)), Some(m)) =
+                                (push.data.get(1), mux.upgrade())
+                            {
+                                m.news(payload);
+                            }
+                        }
+                        redis::PushKind::Disconnection => break,
+                        _ => {}
+                    }
+                }
+                tracing::debug!("token bus news connection lost; reconnecting");
+            }
+            Err(e) => {
+                tracing::warn!(error = %from_redis(e), "token bus news connection failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stopped.changed() => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
 }
 
 /// Why a round failed.
-enum RoundError {
-    /// Getting a connection failed.
-    Connect(Error),
-    /// A command failed.
-    Redis(redis::RedisError),
-}
+struct RoundError(redis::RedisError);
 
 impl RoundError {
     fn transient(&self) -> bool {
-        match self {
-            RoundError::Connect(e) => e.is_retryable(),
-            RoundError::Redis(e) => is_transient(e),
-        }
+        is_transient(&self.0)
     }
 
     /// The error a subscription gets (a new value each time: one failure may end many).
     fn to_error(&self) -> Error {
-        match self {
-            RoundError::Redis(e) if e.is_timeout() => Error::Timeout("redis command"),
-            RoundError::Redis(e) => Error::unavailable("redis", e.to_string()),
-            RoundError::Connect(Error::Timeout(what)) => Error::Timeout(what),
-            RoundError::Connect(e) => Error::unavailable("redis", e.to_string()),
+        if self.0.is_timeout() {
+            Error::Timeout("redis command")
+        } else {
+            Error::unavailable("redis", self.0.to_string())
         }
     }
 }
 
 impl From<redis::RedisError> for RoundError {
     fn from(e: redis::RedisError) -> Self {
-        RoundError::Redis(e)
+        RoundError(e)
     }
 }
 
@@ -233,10 +349,14 @@ struct Reader {
     mux: Arc<Mux>,
     shared: Arc<Shared>,
     follows: Vec<Follow>,
-    conn: Option<Blocking>,
-    wake_key: String,
-    /// The last wake entry seen.
-    wake_id: String,
+}
+
+/// One `XREAD` of a round: the streams of one hash slot (every stream, on one server) and
+/// the entry id to read each after.
+struct Read<'a> {
+    slot: u16,
+    keys: Vec<&'a str>,
+    after: Vec<(u64, u64)>,
 }
 
 /// What one round found for one followed stream.
@@ -251,40 +371,53 @@ impl Reader {
         let mut backoff = FIRST_BACKOFF;
         // When the rounds started failing (connection trouble being retried).
         let mut failing_since: Option<Instant> = None;
-        let mut linger_until: Option<Instant> = None;
         loop {
-            if let Some(until) = linger_until.take() {
-                if until > Instant::now() {
-                    tokio::time::sleep_until(until).await;
-                }
-            }
             if !self.sync() {
                 return;
             }
-            let active: Vec<usize> = (0..self.follows.len())
-                .filter(|&i| !self.follows[i].slot.paused())
+            let block = self.mux.config.block;
+            let now = Instant::now();
+            // Marked streams, and quiet ones due for a look; paused ones keep their mark.
+            let due: Vec<usize> = (0..self.follows.len())
+                .filter(|&i| {
+                    let f = &self.follows[i];
+                    !f.slot.paused() && (f.slot.take_mark() || now - f.checked >= block)
+                })
                 .collect();
-            if active.is_empty() {
-                // Every stream waits for its consumer to make room.
-                self.shared.notify.notified().await;
+            if due.is_empty() {
+                let next = self
+                    .follows
+                    .iter()
+                    .filter(|f| !f.slot.paused())
+                    .map(|f| f.checked + block)
+                    .min();
+                match next {
+                    Some(at) => {
+                        tokio::select! {
+                            () = self.shared.notify.notified() => {}
+                            () = tokio::time::sleep_until(at) => {}
+                        }
+                    }
+                    // Every stream waits for its consumer to make room.
+                    None => self.shared.notify.notified().await,
+                }
                 continue;
             }
             let started = Instant::now();
-            match self.round(&active).await {
-                Ok(had_news) => {
+            match self.round(&due).await {
+                Ok(()) => {
                     backoff = FIRST_BACKOFF;
                     if failing_since.take().is_some() {
-                        tracing::info!(streams = active.len(), "token stream reader reconnected");
-                    }
-                    if had_news {
-                        // Let entries gather before the next read (see `BusConfig::scan_rate`).
-                        linger_until = Some(started + self.mux.linger());
+                        tracing::info!(streams = due.len(), "token stream reader reconnected");
                     }
                 }
                 Err(e) => {
+                    // Read again when retrying.
+                    for &i in &due {
+                        self.follows[i].slot.mark();
+                    }
                     let since = *failing_since.get_or_insert(started);
                     if e.transient() && since.elapsed() < self.mux.config.retry_for {
-                        self.conn = None;
                         tracing::debug!(error = %e.to_error(), "token stream read failed; retrying");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -292,8 +425,7 @@ impl Reader {
                     }
                     backoff = FIRST_BACKOFF;
                     failing_since = None;
-                    self.fail(&active, &e).await;
-                    self.conn = None;
+                    self.fail(&due, &e).await;
                 }
             }
         }
@@ -306,7 +438,14 @@ impl Reader {
         let _ = self.shared.notify.notified().now_or_never();
         let mut inbox = lock(&self.shared.inbox);
         self.follows.append(&mut inbox.pending);
-        self.follows.retain(|f| !f.slot.dropped());
+        let mut gone = Vec::new();
+        self.follows.retain_mut(|f| {
+            let keep = !f.slot.dropped();
+            if !keep {
+                gone.push((std::mem::take(&mut f.stream), f.slot.clone()));
+            }
+            keep
+        });
         let count = self.follows.len();
         // Only changed under this lock, so the difference is exact.
         if count >= inbox.count {
@@ -319,10 +458,13 @@ impl Reader {
                 .fetch_sub(inbox.count - count, Ordering::Relaxed);
         }
         inbox.count = count;
+        drop(inbox);
+        for (stream, slot) in gone {
+            self.mux.unwatch(&stream, &slot);
+        }
         if !self.follows.is_empty() {
             return true;
         }
-        drop(inbox);
         // Lock order: readers, then inbox (as `Mux::follow`).
         let mut readers = lock(&self.mux.readers);
         let mut inbox = lock(&self.shared.inbox);
@@ -334,88 +476,77 @@ impl Reader {
         false
     }
 
-    /// One `XREAD` over the active streams, the probes it calls for, and delivery; whether
-    /// any stream had entries.
-    async fn round(&mut self, active: &[usize]) -> std::result::Result<bool, RoundError> {
+    /// One read of the `due` streams, the probes it calls for, and delivery.
+    async fn round(&mut self, due: &[usize]) -> std::result::Result<(), RoundError> {
         let config = &self.mux.config;
+        let cluster = self.mux.client.is_cluster();
         let mut pipe = redis::pipe();
         {
-            // One key per stream, read after the lowest position of its subscriptions.
-            let mut keys: Vec<&str> = Vec::with_capacity(active.len() + 1);
-            let mut ids: Vec<(u64, u64)> = Vec::with_capacity(active.len());
-            let mut at: HashMap<&str, usize> = HashMap::with_capacity(active.len());
-            for &i in active {
+            // One key per stream, read after the lowest position of its subscriptions;
+            // on a cluster, one XREAD per hash slot.
+            let mut at: HashMap<&str, (usize, usize)> = HashMap::with_capacity(due.len());
+            let mut reads: Vec<Read<'_>> = Vec::new();
+            for &i in due {
                 let f = &self.follows[i];
-                match at.get(f.stream.as_str()) {
-                    Some(&k) => ids[k] = ids[k].min(f.position),
-                    None => {
-                        at.insert(&f.stream, keys.len());
-                        keys.push(&f.stream);
-                        ids.push(f.position);
-                    }
+                if let Some(&(r, k)) = at.get(f.stream.as_str()) {
+                    reads[r].after[k] = reads[r].after[k].min(f.position);
+                    continue;
+                }
+                let slot = if cluster {
+                    crate::keys::slot(f.stream.as_bytes())
+                } else {
+                    0
+                };
+                let r = reads
+                    .iter()
+                    .position(|read| read.slot == slot)
+                    .unwrap_or_else(|| {
+                        reads.push(Read {
+                            slot,
+                            keys: Vec::new(),
+                            after: Vec::new(),
+                        });
+                        reads.len() - 1
+                    });
+                at.insert(&f.stream, (r, reads[r].keys.len()));
+                reads[r].keys.push(&f.stream);
+                reads[r].after.push(f.position);
+            }
+            for read in &reads {
+                let cmd = pipe
+                    .cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(config.read_count.max(1))
+                    .arg("STREAMS")
+                    .arg(&read.keys);
+                for (ms, seq) in &read.after {
+                    cmd.arg(format!("{ms}-{seq}"));
                 }
             }
-            let cmd = pipe
-                .cmd("XREAD")
-                .arg("COUNT")
-                .arg(config.read_count.max(1))
-                .arg("BLOCK")
-                .arg(millis(config.block))
-                .arg("STREAMS")
-                .arg(&self.wake_key)
-                .arg(&keys)
-                .arg(&self.wake_id);
-            for (ms, seq) in ids {
-                cmd.arg(format!("{ms}-{seq}"));
-            }
         }
-        let conn = match self.conn.as_mut() {
-            Some(c) => c,
-            None => self.conn.insert(
-                self.mux
-                    .client
-                    .blocking(config.block)
-                    .await
-                    .map_err(RoundError::Connect)?,
-            ),
-        };
-        let (reply,) = {
-            let read = conn.query::<(Option<StreamReadReply>,)>(&pipe);
-            tokio::pin!(read);
-            let mut woken = false;
-            loop {
-                tokio::select! {
-                    r = &mut read => break r?,
-                    () = self.shared.notify.notified(), if !woken => {
-                        woken = true;
-                        wake(&self.mux.client, &self.wake_key, config).await;
-                    }
-                }
-            }
-        };
-        let mut entries: HashMap<String, Vec<StreamId>> = reply
-            .map(|r| r.keys.into_iter().map(|k| (k.key, k.ids)).collect())
-            .unwrap_or_default();
-        if let Some(last) = entries
-            .remove(&self.wake_key)
-            .and_then(|w| w.into_iter().last())
-        {
-            self.wake_id = last.id;
-        }
-        let had_news = !entries.is_empty();
+        let mut con = self.mux.client.shared();
+        let replies: Vec<Option<StreamReadReply>> = pipe.query_async(&mut con).await?;
+        let entries: HashMap<String, Vec<StreamId>> = replies
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r.keys)
+            .map(|k| (k.key, k.ids))
+            .collect();
 
         let now = Instant::now();
         let mut found = Vec::new();
-        for &index in active {
+        for &index in due {
             let f = &self.follows[index];
-            let got = entries.get(&f.stream).map_or(&[][..], |v| {
-                // Entries another subscription of the same stream still needed.
-                let start = v
-                    .iter()
-                    .position(|e| parse_id(&e.id).is_none_or(|id| id > f.position))
-                    .unwrap_or(v.len());
-                &v[start..]
-            });
+            let all = entries.get(&f.stream).map_or(&[][..], Vec::as_slice);
+            if all.len() >= config.read_count.max(1) {
+                f.slot.mark(); // more may be waiting
+            }
+            // Entries another subscription of the same stream still needed.
+            let start = all
+                .iter()
+                .position(|e| parse_id(&e.id).is_none_or(|id| id > f.position))
+                .unwrap_or(all.len());
+            let got = &all[start..];
             let seamless = got
                 .first()
                 .and_then(|e| parse_id(&e.id))
@@ -439,11 +570,7 @@ impl Reader {
                 let follow = &self.follows[f.index];
                 Probe::pipeline(&mut pipe, &follow.stream, &follow.marker);
             }
-            let conn = match self.conn.as_mut() {
-                Some(c) => c,
-                None => return Ok(had_news), // cannot happen: the read above used it
-            };
-            let values: Vec<redis::Value> = conn.query(&pipe).await?;
+            let values: Vec<redis::Value> = pipe.query_async(&mut con).await?;
             for chunk in values.chunks(3) {
                 let reply = redis::from_redis_value(&redis::Value::Array(chunk.to_vec()))?;
                 probes.push(Probe::from_reply(reply));
@@ -466,23 +593,25 @@ impl Reader {
             }
         }
         self.forget(ended);
-        Ok(had_news)
+        Ok(())
     }
 
     /// Ends the subscriptions a failed round was for. A command error (not a connection
     /// problem) may come from one bad key, so the keys are checked first and only
     /// subscriptions whose key is not a stream fail, if any is found.
-    async fn fail(&mut self, active: &[usize], e: &RoundError) {
+    async fn fail(&mut self, due: &[usize], e: &RoundError) {
         let mut culprits = Vec::new();
         // Only a command error on a working connection can be one key's fault.
-        let command_error = matches!(e, RoundError::Redis(e) if !is_transient(e));
-        if let (true, Some(conn)) = (command_error, self.conn.as_mut()) {
+        if !e.transient() {
             let mut pipe = redis::pipe();
-            for &i in active {
+            for &i in due {
                 pipe.cmd("TYPE").arg(&self.follows[i].stream);
             }
-            if let Ok(types) = conn.query::<Vec<String>>(&pipe).await {
-                culprits = active
+            if let Ok(types) = pipe
+                .query_async::<Vec<String>>(&mut self.mux.client.shared())
+                .await
+            {
+                culprits = due
                     .iter()
                     .zip(types)
                     .filter(|(_, t)| t != "stream" && t != "none")
@@ -491,7 +620,7 @@ impl Reader {
             }
         }
         if culprits.is_empty() {
-            culprits = active.to_vec();
+            culprits = due.to_vec();
         }
         for &i in &culprits {
             self.follows[i].slot.push([Err(e.to_error())], true);
@@ -501,8 +630,10 @@ impl Reader {
 
     fn forget(&mut self, mut indices: Vec<usize>) {
         indices.sort_unstable();
+        indices.dedup();
         for i in indices.into_iter().rev() {
-            self.follows.swap_remove(i);
+            let f = self.follows.swap_remove(i);
+            self.mux.unwatch(&f.stream, &f.slot);
         }
     }
 }
@@ -548,26 +679,4 @@ fn deliver(
         }
     }
     Ok((out, false))
-}
-
-/// Makes the reader's `XREAD` return: an entry in its wake stream (kept to one entry, and
-/// gone a while after the reader stops).
-async fn wake(client: &RedisClient, key: &str, config: &BusConfig) {
-    let mut pipe = redis::pipe();
-    pipe.cmd("XADD")
-        .arg(key)
-        .arg("MAXLEN")
-        .arg(1)
-        .arg("*")
-        .arg("w")
-        .arg(1)
-        .ignore()
-        .cmd("PEXPIRE")
-        .arg(key)
-        .arg(millis(config.block * 2 + Duration::from_secs(60)))
-        .ignore();
-    if let Err(e) = pipe.query_async::<()>(&mut client.shared()).await {
-        // The read then ends at its BLOCK timeout instead: late, not wrong.
-        tracing::debug!(error = %e, "waking a token stream reader failed");
-    }
 }

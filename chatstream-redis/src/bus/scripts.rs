@@ -10,7 +10,7 @@ use redis::Script;
 /// The call holds *groups*, one per publish and stream, in call order (a stream may have
 /// several groups when several publishes of it go out together). KEYS: stream and marker
 /// of each group, in group order. ARGV: max_len, live ttl (ms), ended ttl (ms), tombstone
-/// (ms), then per group: the number of envelopes `n`, the entry id of the group's `End`
+/// (ms), the news channel, then per group: the number of envelopes `n`, the entry id of the group's `End`
 /// ('' when none), then `n` id / JSON pairs. The `End` is also kept in the marker
 /// (`ended` = its id, `end` = its JSON).
 ///
@@ -25,7 +25,8 @@ use redis::Script;
 ///
 /// Per group of a stream that exists and has not ended, Redis runs five commands (`XADD`
 /// per envelope, `XLEN`, `HEXISTS`, two `PEXPIRE`); the script call itself is paid once per
-/// round trip.
+/// round trip. At the end, one `PUBLISH` on the news channel names every stream that got
+/// entries, one key per line, so readers read those streams and no others.
 pub(super) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -88,7 +89,8 @@ local function group(stream, marker, a, n, end_id)
   return {added, stale, ''}
 end
 local out = {}
-local a = 5
+local news = {}
+local a = 6
 for g = 1, #KEYS, 2 do
   local n = tonumber(ARGV[a])
   local end_id = ARGV[a + 1]
@@ -99,8 +101,12 @@ for g = 1, #KEYS, 2 do
     res = {0, 0, tostring(msg)}
   end
   out[#out + 1] = res
+  if res[1] > 0 then
+    news[#news + 1] = KEYS[g]
+  end
   a = a + 2 + 2 * n
 end
+if #news > 0 then redis.call('PUBLISH', ARGV[5], table.concat(news, '\n')) end
 return out
 ",
     )

@@ -209,18 +209,54 @@ fn failure(e: &redis::RedisError) -> Error {
     }
 }
 
-/// Sends one round once: the groups of `calls`, in order, in one script call.
+/// Sends one round once: the groups of `calls`, in order, in one script call (on a cluster,
+/// one per hash slot, concurrently: a script may touch one slot only). The results come
+/// back in group order.
 async fn send<'a>(
     client: &RedisClient,
     config: &BusConfig,
     calls: impl Iterator<Item = &'a Call>,
 ) -> redis::RedisResult<Vec<(u64, u64, String)>> {
+    let groups: Vec<&Group> = calls.flat_map(|c| &c.groups).collect();
+    if !client.is_cluster() {
+        return invoke(client, config, &groups).await;
+    }
+    // Group indices per slot, slots in order of first appearance.
+    let mut by_slot: Vec<(u16, Vec<usize>)> = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        let slot = crate::keys::slot(g.stream.as_bytes());
+        match by_slot.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, members)) => members.push(i),
+            None => by_slot.push((slot, vec![i])),
+        }
+    }
+    let replies = futures::future::join_all(by_slot.iter().map(|(_, members)| {
+        let part: Vec<&Group> = members.iter().map(|&i| groups[i]).collect();
+        async move { invoke(client, config, &part).await }
+    }))
+    .await;
+    let mut out = vec![(0, 0, String::new()); groups.len()];
+    for ((_, members), reply) in by_slot.iter().zip(replies) {
+        for (&i, result) in members.iter().zip(reply?) {
+            out[i] = result;
+        }
+    }
+    Ok(out)
+}
+
+/// One script call with `groups`.
+async fn invoke(
+    client: &RedisClient,
+    config: &BusConfig,
+    groups: &[&Group],
+) -> redis::RedisResult<Vec<(u64, u64, String)>> {
     let mut inv = PUBLISH.prepare_invoke();
     inv.arg(config.max_len.max(1))
         .arg(millis(config.idle_expiry))
         .arg(millis(config.retention_after_end))
-        .arg(millis(config.tombstone));
-    for group in calls.flat_map(|c| &c.groups) {
+        .arg(millis(config.tombstone))
+        .arg(client.keys().news_channel());
+    for group in groups {
         inv.key(&group.stream)
             .key(&group.marker)
             .arg(group.entries.len())

@@ -1,5 +1,5 @@
-//! [`RedisTokenSource`]: replay from any position, then follow with `XREAD BLOCK`, many
-//! streams per read (see [`mux`](super::mux)).
+//! [`RedisTokenSource`]: replay from any position, then follow the streams the bus's news
+//! names, many streams per read (see [`mux`](super::mux)).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +20,11 @@ use crate::RedisClient;
 /// Reads streams for gateways (see the [module docs](crate::bus)). Any instance can resume
 /// any stream: the position is the envelope `seq`, which is the entry id.
 ///
-/// Subscriptions are followed by a few reader tasks, each with one dedicated connection
-/// reading up to [`BusConfig::streams_per_reader`] streams with one `XREAD`; clones share
-/// them. A reader starts with its first subscription and ends with its last.
+/// Subscriptions are followed by a few reader tasks, each following up to
+/// [`BusConfig::streams_per_reader`] streams and reading those with news with one `XREAD`
+/// on the client's shared connection; clones share them. A reader starts with its first
+/// subscription and ends with its last. The source holds one more connection, subscribed
+/// to the bus's news, from its first subscription on.
 ///
 /// A subscription made while Redis is away waits for it, up to [`BusConfig::retry_for`]
 /// (its first look at the stream is a read, safe to repeat); one that is followed rides
@@ -52,9 +54,16 @@ impl RedisTokenSource {
         self.mux.followed()
     }
 
-    /// Reader tasks running, each holding one dedicated Redis connection.
+    /// Reader tasks running.
     pub fn readers(&self) -> usize {
         self.mux.readers()
+    }
+
+    /// How many times this source connected to the bus's news: 1 from its first
+    /// subscription on, one more after each lost connection (then every followed stream
+    /// is read again, so nothing published meanwhile is missed).
+    pub fn news_connections(&self) -> usize {
+        self.mux.news_connections()
     }
 }
 

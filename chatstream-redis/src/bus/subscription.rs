@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -16,6 +17,9 @@ pub(super) struct Slot {
     state: Mutex<SlotState>,
     /// Envelopes waiting before the reader stops reading this stream.
     capacity: usize,
+    /// The stream may have entries the reader has not read: news came, the subscription is
+    /// new, or the consumer made room after a pause.
+    marked: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -47,7 +51,18 @@ impl Slot {
         Self {
             state: Mutex::new(SlotState::default()),
             capacity: capacity.max(1),
+            marked: AtomicBool::new(true),
         }
+    }
+
+    /// Asks the reader to read this stream.
+    pub(super) fn mark(&self) {
+        self.marked.store(true, Ordering::Release);
+    }
+
+    /// Whether the stream was marked, clearing the mark.
+    pub(super) fn take_mark(&self) -> bool {
+        self.marked.swap(false, Ordering::AcqRel)
     }
 
     fn lock(&self) -> MutexGuard<'_, SlotState> {
@@ -155,6 +170,7 @@ impl Stream for Subscription {
             }
         };
         if resume {
+            self.slot.mark();
             self.reader.notify_one();
         }
         poll

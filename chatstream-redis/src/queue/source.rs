@@ -167,7 +167,7 @@ impl RedisRequestSource {
         let l = &self.lease;
         let mut slot = self.blocking.lock().await;
         if slot.is_none() {
-            *slot = Some(l.client.dedicated(l.config.block).await?);
+            *slot = Some(l.client.dedicated_for(&l.stream, l.config.block).await?);
         }
         let Some(con) = slot.as_mut() else {
             return Err(Error::Closed);
@@ -193,9 +193,10 @@ impl RedisRequestSource {
                     create_group(l).await?;
                     return Ok(None);
                 }
-                if e.is_io_error() || e.is_connection_dropped() {
-                    // Only the dedicated connection is known bad: the next `take` (on the
-                    // reconnecting shared connection) tells whether Redis is down.
+                if e.is_io_error() || e.is_connection_dropped() || moved(&e) {
+                    // Only the dedicated connection is known bad (or, on a cluster, serves
+                    // the queue's slot no more): the next `take` (on the shared connection,
+                    // which reconnects and follows the slot) tells whether Redis is down.
                     return Ok(None);
                 }
                 return Err(from_redis(e));
@@ -273,4 +274,17 @@ async fn heartbeat(lease: Weak<Lease>) {
 
 pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Whether a cluster node says the key is served elsewhere now (a failover, a migration).
+fn moved(e: &redis::RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Moved
+            | redis::ErrorKind::Ask
+            | redis::ErrorKind::ClusterDown
+            | redis::ErrorKind::TryAgain
+            | redis::ErrorKind::MasterDown
+            | redis::ErrorKind::ReadOnly
+    )
 }

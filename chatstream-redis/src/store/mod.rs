@@ -48,7 +48,7 @@ impl RedisConversationStore {
         self.client.keys()
     }
 
-    fn con(&self) -> crate::client::SharedConnection {
+    fn con(&self) -> crate::client::RedisConnection {
         self.client.shared()
     }
 

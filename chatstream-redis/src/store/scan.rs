@@ -1,6 +1,5 @@
 //! The store's whole-prefix operations: stats and cleanup, by `SCAN` (never `KEYS`).
 
-use crate::client::SharedConnection;
 use chatstream_core::{Result, StoreStats};
 
 use super::{meta_from_fields, scripts};
@@ -12,37 +11,52 @@ const SCAN_COUNT: usize = 500;
 const DAY_MS: u64 = 86_400_000;
 
 /// Walks the keys matching a pattern, a `SCAN` step at a time.
+/// On a cluster, walks every master in turn.
 struct Scanner {
-    con: SharedConnection,
+    client: RedisClient,
     pattern: String,
+    /// Nodes still to walk (`None` until the first step asks the client).
+    nodes: Option<Vec<Option<(String, u16)>>>,
     cursor: u64,
-    done: bool,
 }
 
 impl Scanner {
     fn new(client: &RedisClient, pattern: String) -> Self {
         Self {
-            con: client.shared(),
+            client: client.clone(),
             pattern,
+            nodes: None,
             cursor: 0,
-            done: false,
         }
     }
 
     /// The next non-empty batch of keys, or `None` at the end.
     async fn next_batch(&mut self) -> Result<Option<Vec<String>>> {
-        while !self.done {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(self.cursor)
-                .arg("MATCH")
-                .arg(&self.pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut self.con)
+        if self.nodes.is_none() {
+            let mut nodes = self.client.scan_nodes().await.map_err(from_redis)?;
+            nodes.reverse();
+            self.nodes = Some(nodes);
+        }
+        while let Some(node) = self.nodes.as_ref().and_then(|n| n.last()).cloned() {
+            let (next, keys): (u64, Vec<String>) = self
+                .client
+                .query_node(
+                    &node,
+                    redis::cmd("SCAN")
+                        .arg(self.cursor)
+                        .arg("MATCH")
+                        .arg(&self.pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_COUNT),
+                )
                 .await
                 .map_err(from_redis)?;
             self.cursor = next;
-            self.done = next == 0;
+            if next == 0 {
+                if let Some(nodes) = self.nodes.as_mut() {
+                    nodes.pop();
+                }
+            }
             if !keys.is_empty() {
                 return Ok(Some(keys));
             }
@@ -173,7 +187,10 @@ pub(super) async fn clear_older_than(client: &RedisClient, cutoff_ms: u64) -> Re
 }
 
 /// Runs a pipeline that invokes scripts, loading them first when the server lost them.
-async fn run_with_scripts(con: &mut SharedConnection, pipe: &redis::Pipeline) -> Result<()> {
+async fn run_with_scripts(
+    con: &mut crate::client::RedisConnection,
+    pipe: &redis::Pipeline,
+) -> Result<()> {
     match pipe.query_async::<()>(con).await {
         Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
             scripts::UNMAP_CHANNEL
