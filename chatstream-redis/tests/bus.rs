@@ -301,37 +301,46 @@ async fn a_stream_that_expires_under_a_subscriber_ends_with_history_lost() {
     );
 }
 
-/// The ids of this client's connections named `name` in `CLIENT LIST`.
-async fn named_connections(client: &RedisClient, name: &str) -> Vec<String> {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(&mut client.connection())
-        .await
-        .expect("CLIENT command");
+/// Every node of [`redis_url`] (one server, or each node of a cluster), with a connection
+/// to it and the ids of the connections named `name` there (`CLIENT LIST`).
+async fn named_connections(name: &str) -> Vec<(redis::aio::MultiplexedConnection, String)> {
     let needle = format!("name={name} ");
-    list.lines()
-        .filter(|l| l.contains(&needle))
-        .filter_map(|l| {
-            l.split(' ')
-                .find_map(|f| f.strip_prefix("id="))
-                .map(str::to_owned)
-        })
-        .collect()
+    let mut out = Vec::new();
+    for url in redis_url().split(',') {
+        let mut con = redis::Client::open(url)
+            .expect("node URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("node connection");
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut con)
+            .await
+            .expect("CLIENT command");
+        for id in list
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        {
+            out.push((con.clone(), id.to_owned()));
+        }
+    }
+    out
 }
 
 /// Kills this client's news connections, as a network cut or a server restart would.
 async fn kill_news(client: &RedisClient) -> usize {
-    let ids = named_connections(client, &client.news_name()).await;
-    for id in &ids {
+    let found = named_connections(&client.news_name()).await;
+    for (mut con, id) in found.iter().cloned() {
         let _: redis::Value = redis::cmd("CLIENT")
             .arg("KILL")
             .arg("ID")
             .arg(id)
-            .query_async(&mut client.connection())
+            .query_async(&mut con)
             .await
             .expect("CLIENT command");
     }
-    ids.len()
+    found.len()
 }
 
 /// Waits (up to [`WAIT`]) until `check` holds.
@@ -427,10 +436,10 @@ async fn hundreds_of_subscriptions_take_one_connection_and_each_gets_its_own_env
     assert_eq!(source.readers(), STREAMS.div_ceil(per_reader));
     // Reads go on the shared connection: the source adds its news connection only.
     eventually("the news connection is up", || async {
-        named_connections(&client, &client.news_name()).await.len() == 1
+        named_connections(&client.news_name()).await.len() == 1
     })
     .await;
-    assert!(named_connections(&client, &client.reader_name())
+    assert!(named_connections(&client.reader_name())
         .await
         .is_empty());
     for (i, a) in answers.iter().enumerate() {
