@@ -3,6 +3,9 @@
 //! Every harness works under its own random prefix (`cstest:<tag>:<random>:`), so tests run
 //! in parallel on one server, and deletes its keys when dropped.
 
+/// A Redis Cluster (3 masters + 3 replicas) a test owns: start it, kill a node, await failover.
+pub mod cluster;
+
 use std::sync::Arc;
 use std::time::Duration;
 
