@@ -439,9 +439,7 @@ async fn hundreds_of_subscriptions_take_one_connection_and_each_gets_its_own_env
         named_connections(&client.news_name()).await.len() == 1
     })
     .await;
-    assert!(named_connections(&client.reader_name())
-        .await
-        .is_empty());
+    assert!(named_connections(&client.reader_name()).await.is_empty());
     for (i, a) in answers.iter().enumerate() {
         let from = if i % 2 == 0 { 1 } else { 0 };
         sink.publish(&Destination::default(), &a[from..])
@@ -680,4 +678,51 @@ async fn a_key_that_is_not_a_stream_ends_only_its_own_subscription() {
     assert!(matches!(failed, Some(Err(_))), "{failed:?}");
     sink.publish(&Destination::default(), &good).await.unwrap();
     assert_eq!(good_reader.await.unwrap(), good);
+}
+
+#[tokio::test]
+async fn a_hole_inside_an_attempt_ends_the_stream_with_history_lost_after_what_came_before() {
+    // As after a cluster failover to a replica that had not received entry 3 yet: the
+    // worker was told it was appended, and goes on with 4.
+    let Some((_c, sink, source, _g)) = setup("hole", config()).await else {
+        return;
+    };
+    let all = answer(&key("h"), 1, 6);
+    sink.publish(&Destination::default(), &all[..3])
+        .await
+        .unwrap();
+    let mut live = source.subscribe(&all[0].key, None).await.unwrap();
+    for env in &all[..3] {
+        let got = tokio::time::timeout(WAIT, live.next()).await.expect("hung");
+        assert_eq!(got.expect("item").expect("envelope"), *env);
+    }
+    sink.publish(&Destination::default(), &all[4..])
+        .await
+        .unwrap();
+    let rest: Vec<_> = tokio::time::timeout(WAIT, live.collect::<Vec<_>>())
+        .await
+        .expect("hung at the hole");
+    assert!(
+        matches!(rest.as_slice(), [Err(Error::HistoryLost { after_seq: 2 })]),
+        "{rest:?}"
+    );
+    // A client reading from the start gets what is there up to the hole, then the same.
+    let from_start: Vec<_> = tokio::time::timeout(
+        WAIT,
+        source
+            .subscribe(&all[0].key, None)
+            .await
+            .unwrap()
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .expect("hung");
+    assert_eq!(from_start.len(), 4, "{from_start:?}");
+    for (got, want) in from_start.iter().zip(&all[..3]) {
+        assert_eq!(got.as_ref().expect("envelope"), want);
+    }
+    assert!(matches!(
+        from_start[3],
+        Err(Error::HistoryLost { after_seq: 2 })
+    ));
 }

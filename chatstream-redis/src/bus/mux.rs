@@ -583,10 +583,11 @@ impl Reader {
             let probe = if f.probe { probes.next() } else { None };
             let follow = &mut self.follows[f.index];
             follow.checked = now;
-            let pushed = match deliver(follow, f.entries, probe) {
-                Ok((envelopes, end)) if envelopes.is_empty() && !end => Pushed::Room,
-                Ok((envelopes, end)) => follow.slot.push(envelopes.into_iter().map(Ok), end),
-                Err(e) => follow.slot.push([Err(e)], true),
+            let (items, last) = deliver(follow, f.entries, probe);
+            let pushed = if items.is_empty() && !last {
+                Pushed::Room
+            } else {
+                follow.slot.push(items, last)
             };
             if pushed == Pushed::Gone {
                 ended.push(f.index);
@@ -638,45 +639,68 @@ impl Reader {
     }
 }
 
-/// Applies what one round found for one stream: the envelopes to deliver, and whether the
-/// last of them is the `End`.
+/// Applies what one round found for one stream: what to hand the subscriber (envelopes,
+/// and an error last when the stream cannot go on), and whether that ends it.
+///
+/// Within one attempt, seqs (entry ids) are consecutive. A jump inside an attempt that
+/// trimming does not explain means entries acknowledged to the worker are gone: a Redis
+/// Cluster failover to a replica that had not received them yet (replication is
+/// asynchronous), or a server that came back with part of its data. The envelopes before
+/// the jump are delivered, then [`Error::HistoryLost`]: a client never sees an answer with
+/// a hole in it.
 fn deliver(
     f: &mut Follow,
     entries: &[StreamId],
     probe: Option<Probe>,
-) -> Result<(Vec<TokenEnvelope>, bool)> {
-    if let Some(probe) = probe {
-        let lost = Error::HistoryLost {
+) -> (Vec<Result<TokenEnvelope>>, bool) {
+    let lost = |f: &Follow| {
+        Err(Error::HistoryLost {
             after_seq: f.after_seq,
-        };
+        })
+    };
+    if let Some(probe) = probe {
         // Something after our position was trimmed away (before or while we read).
         if probe.trimmed.is_some_and(|t| t > f.position) {
-            return Err(lost);
+            return (vec![lost(f)], true);
         }
         if entries.is_empty() {
             if probe.stream_exists {
                 f.seen = true;
             } else if f.seen || probe.marker_exists {
-                return Err(lost); // expired under us
+                return (vec![lost(f)], true); // expired under us
             }
-            return Ok((Vec::new(), false));
+            return (Vec::new(), false);
         }
     }
     f.seen = true;
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
-        let id = parse_id(&entry.id).ok_or_else(|| Error::decode("stream entry id", &entry.id))?;
-        let body: Vec<u8> = entry
-            .get("env")
-            .ok_or_else(|| Error::decode("stream entry", "no env field"))?;
-        let env = decode_envelope(&body)?.into_envelope(id.0);
+        let Some(id) = parse_id(&entry.id) else {
+            out.push(Err(Error::decode("stream entry id", &entry.id)));
+            return (out, true);
+        };
+        if f.position != (0, 0) && id.0 >> 32 == f.position.0 >> 32 && id.0 > f.position.0 + 1 {
+            out.push(lost(f));
+            return (out, true);
+        }
+        let env = entry
+            .get::<Vec<u8>>("env")
+            .ok_or_else(|| Error::decode("stream entry", "no env field"))
+            .and_then(|body| decode_envelope(&body));
+        let env = match env {
+            Ok(e) => e.into_envelope(id.0),
+            Err(e) => {
+                out.push(Err(e));
+                return (out, true);
+            }
+        };
         f.position = id;
         f.after_seq = env.seq;
         let end = env.event.is_end();
-        out.push(env);
+        out.push(Ok(env));
         if end {
-            return Ok((out, true));
+            return (out, true);
         }
     }
-    Ok((out, false))
+    (out, false)
 }
