@@ -30,6 +30,61 @@ pub fn redis_url() -> String {
     std::env::var(URL_VAR).unwrap_or_else(|_| DEFAULT_URL.to_owned())
 }
 
+/// The variable naming a Redis Cluster for the tests that run on one (`.ci/run` starts one
+/// with `ops/redis-cluster.sh` and sets it): node URLs separated by commas, or one node.
+pub const CLUSTER_URL_VAR: &str = "CHATSTREAM_REDIS_CLUSTER_URL";
+
+/// The Redis Cluster of integration tests, when [`CLUSTER_URL_VAR`] is set.
+pub fn cluster_url() -> Option<String> {
+    std::env::var(CLUSTER_URL_VAR)
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// Which Redis a harness works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The single server of [`redis_url`].
+    Server,
+    /// The cluster of [`cluster_url`].
+    Cluster,
+}
+
+/// A client of `target` under a fresh prefix, or `None` (after [`skip_or_fail`]) when it is
+/// unreachable or, for [`Target::Cluster`], when [`CLUSTER_URL_VAR`] is unset or names a
+/// server that is not in cluster mode.
+pub async fn connect_to_or_skip(target: Target, tag: &str) -> Option<RedisClient> {
+    let (url, what) = match target {
+        Target::Server => (redis_url(), "Redis"),
+        Target::Cluster => match cluster_url() {
+            Some(url) => (url, "Redis Cluster"),
+            None => {
+                return skip_or_fail(
+                    "Redis Cluster",
+                    format!(
+                        "{CLUSTER_URL_VAR} is not set (`ops/redis-cluster.sh start DIR` starts \
+                         one and prints its URL; .ci/run does it)"
+                    ),
+                )
+            }
+        },
+    };
+    let client = match RedisClient::connect(&url, &unique_prefix(tag)).await {
+        Ok(c) => c,
+        Err(e) => return skip_or_fail(&format!("{what} at {url}"), e),
+    };
+    if let Err(e) = client.ping().await {
+        return skip_or_fail(&format!("{what} at {url}"), e);
+    }
+    if target == Target::Cluster && !client.is_cluster() {
+        return skip_or_fail(
+            &format!("{what} at {url}"),
+            "the server is not in cluster mode",
+        );
+    }
+    Some(client)
+}
+
 /// A fresh prefix for one test.
 pub fn unique_prefix(tag: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -39,14 +94,7 @@ pub fn unique_prefix(tag: &str) -> String {
 /// A client under a fresh prefix, or `None` (after [`skip_or_fail`]) when Redis is
 /// unreachable. Pair it with [`PrefixGuard`] to delete its keys afterwards.
 pub async fn connect_or_skip(tag: &str) -> Option<RedisClient> {
-    let url = redis_url();
-    match RedisClient::connect(&url, &unique_prefix(tag)).await {
-        Ok(c) => match c.ping().await {
-            Ok(()) => Some(c),
-            Err(e) => skip_or_fail(&format!("Redis at {url}"), e),
-        },
-        Err(e) => skip_or_fail(&format!("Redis at {url}"), e),
-    }
+    connect_to_or_skip(Target::Server, tag).await
 }
 
 /// Deletes every key of a prefix when dropped (synchronously, so it also runs at the end of
@@ -54,13 +102,27 @@ pub async fn connect_or_skip(tag: &str) -> Option<RedisClient> {
 #[derive(Debug)]
 pub struct PrefixGuard {
     prefix: String,
+    /// Where to delete: [`redis_url`], or every node of a cluster.
+    nodes: Vec<String>,
+    cluster: bool,
 }
 
 impl PrefixGuard {
     /// Guards the prefix of `client`.
     pub fn new(client: &RedisClient) -> Self {
+        let nodes = if client.is_cluster() {
+            client
+                .endpoint()
+                .split(',')
+                .map(|node| format!("redis://{node}"))
+                .collect()
+        } else {
+            vec![redis_url()]
+        };
         Self {
             prefix: client.keys().prefix().to_owned(),
+            nodes,
+            cluster: client.is_cluster(),
         }
     }
 }
@@ -70,13 +132,23 @@ impl Drop for PrefixGuard {
         if !self.prefix.starts_with("cstest:") {
             return; // never delete anything but test data
         }
-        let _ = delete_prefix_blocking(&redis_url(), &self.prefix);
+        for node in &self.nodes {
+            let _ = delete_prefix_blocking(node, &self.prefix, self.cluster);
+        }
     }
 }
 
-fn delete_prefix_blocking(url: &str, prefix: &str) -> redis::RedisResult<()> {
+/// Deletes the keys of `prefix` on the server at `url` (on a cluster node: only when it is
+/// a master, one key per command, as keys of several slots may not share one).
+fn delete_prefix_blocking(url: &str, prefix: &str, cluster: bool) -> redis::RedisResult<()> {
     let client = redis::Client::open(url)?;
     let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
+    if cluster {
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut con)?;
+        if !matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+            return Ok(());
+        }
+    }
     let pattern = format!("{}*", prefix.replace('*', "\\*"));
     let mut cursor = 0u64;
     loop {
@@ -88,7 +160,11 @@ fn delete_prefix_blocking(url: &str, prefix: &str) -> redis::RedisResult<()> {
             .arg(1000)
             .query(&mut con)?;
         if !keys.is_empty() {
-            redis::cmd("UNLINK").arg(&keys).query::<()>(&mut con)?;
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("UNLINK").arg(key).ignore();
+            }
+            pipe.query::<()>(&mut con)?;
         }
         if next == 0 {
             return Ok(());
@@ -110,7 +186,17 @@ pub struct RedisHarness {
 impl RedisHarness {
     /// Connects to [`redis_url`], or `None` (after [`skip_or_fail`]) when unreachable.
     pub async fn connect() -> Option<Self> {
-        let client = connect_or_skip("conformance").await?;
+        Self::connect_to(Target::Server).await
+    }
+
+    /// Connects to the cluster of [`cluster_url`] (see [`connect_to_or_skip`]).
+    pub async fn connect_cluster() -> Option<Self> {
+        Self::connect_to(Target::Cluster).await
+    }
+
+    /// Connects to `target`, or `None` (after [`skip_or_fail`]).
+    pub async fn connect_to(target: Target) -> Option<Self> {
+        let client = connect_to_or_skip(target, "conformance").await?;
         let queue = QueueConfig {
             claim_idle: Duration::from_secs(2),
             block: Duration::from_millis(500),
@@ -193,14 +279,21 @@ impl Harness for RedisHarness {
 /// under a prefix of its own, every key deleted when the harness is dropped.
 #[derive(Debug)]
 pub struct RedisStoreHarness {
+    target: Target,
     guards: std::sync::Mutex<Vec<PrefixGuard>>,
 }
 
 impl RedisStoreHarness {
     /// A harness when Redis answers; `None` (skipped) otherwise.
     pub async fn connect_or_skip() -> Option<Self> {
-        let probe = connect_or_skip("store").await?;
+        Self::connect_to_or_skip(Target::Server).await
+    }
+
+    /// A harness on `target` when it answers; `None` (skipped) otherwise.
+    pub async fn connect_to_or_skip(target: Target) -> Option<Self> {
+        let probe = connect_to_or_skip(target, "store").await?;
         Some(Self {
+            target,
             guards: std::sync::Mutex::new(vec![PrefixGuard::new(&probe)]),
         })
     }
@@ -209,7 +302,7 @@ impl RedisStoreHarness {
 #[async_trait]
 impl chatstream_core::testkit::store_checks::StoreHarness for RedisStoreHarness {
     async fn store(&self, ttl: Duration) -> Arc<chatstream_core::DynConversationStore> {
-        let Some(client) = connect_or_skip("store").await else {
+        let Some(client) = connect_to_or_skip(self.target, "store").await else {
             panic!("Redis answered the probe but not the store");
         };
         self.guards
@@ -226,14 +319,21 @@ impl chatstream_core::testkit::store_checks::StoreHarness for RedisStoreHarness 
 /// when the harness is dropped.
 #[derive(Debug)]
 pub struct RedisResponseStoreHarness {
+    target: Target,
     guards: std::sync::Mutex<Vec<PrefixGuard>>,
 }
 
 impl RedisResponseStoreHarness {
     /// A harness when Redis answers; `None` (skipped) otherwise.
     pub async fn connect_or_skip() -> Option<Self> {
-        let probe = connect_or_skip("responses").await?;
+        Self::connect_to_or_skip(Target::Server).await
+    }
+
+    /// A harness on `target` when it answers; `None` (skipped) otherwise.
+    pub async fn connect_to_or_skip(target: Target) -> Option<Self> {
+        let probe = connect_to_or_skip(target, "responses").await?;
         Some(Self {
+            target,
             guards: std::sync::Mutex::new(vec![PrefixGuard::new(&probe)]),
         })
     }
@@ -242,14 +342,18 @@ impl RedisResponseStoreHarness {
 #[async_trait]
 impl chatstream_core::testkit::response_checks::ResponseStoreHarness for RedisResponseStoreHarness {
     async fn stores(&self, ttl: Duration) -> [Arc<chatstream_core::DynResponseStore>; 2] {
-        let Some(client) = connect_or_skip("responses").await else {
+        let Some(client) = connect_to_or_skip(self.target, "responses").await else {
             panic!("Redis answered the probe but not the store");
         };
         self.guards
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(PrefixGuard::new(&client));
-        let other = match RedisClient::connect(&redis_url(), client.keys().prefix()).await {
+        let url = match self.target {
+            Target::Server => redis_url(),
+            Target::Cluster => cluster_url().unwrap_or_else(redis_url),
+        };
+        let other = match RedisClient::connect(&url, client.keys().prefix()).await {
             Ok(c) => c,
             Err(e) => panic!("a second Redis client: {e}"),
         };
