@@ -1,0 +1,387 @@
+//! A Redis Cluster master is SIGKILLed while 50 answers stream, on a cluster this test
+//! owns (3 masters + 3 replicas, [`RedisCluster`]).
+//!
+//! The master killed is the one serving the most of the 50 token streams; it stays dead,
+//! and the cluster promotes its replica after the node timeout (2 s). Replication is
+//! asynchronous, so the promoted replica may lack entries the old master acknowledged to
+//! the worker. Every cut answer must therefore end, within [`CLIENT_LIMIT`], either whole
+//! (the exact text, `End` with `stop`, no error event; resets allowed and counted) or with
+//! an explicit `history lost` fault after a prefix of the answer: never another error,
+//! never garbled, never a hang. 5 requests submitted once the cluster is healthy again are
+//! held to the same rule.
+//!
+//! The worker (request queue, token bus, cancel channel) and the gateway (token source,
+//! request sink, cancel channel) each have their own client on the cluster's URL list, as
+//! two processes would, and ride out the failover by themselves
+//! ([`BusConfig::retry_for`] at its default, 30 s).
+//!
+//! Needs `redis-server` and `redis-cli` on `PATH`; without them the test skips with a line
+//! on stderr, unless `CHATSTREAM_REQUIRE_SERVICES=1`, where it fails.
+//!
+//! ```text
+//! cargo test -p chatstream-redis --all-features --test cluster_failover -- --nocapture
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatstream_core::{
+    ChatRequest, ClientEvent, ClientStream, Fault, FinishReason, Gateway, GatewayConfig,
+    ScriptedBackend, StreamEvent, StreamKey, Worker, WorkerConfig, WorkerHandle,
+};
+use chatstream_redis::testkit::cluster::RedisCluster;
+use chatstream_redis::{
+    BusConfig, QueueConfig, RedisCancelChannel, RedisClient, RedisRequestSink, RedisRequestSource,
+    RedisTokenSink, RedisTokenSource,
+};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+
+/// Longest a client may wait for the end of its stream: a hang shows up as a failure.
+/// Longer than a reader's retries ([`BusConfig::retry_for`], 30 s) plus an answer, so a
+/// reader that gives up shows as its error, not as a hang.
+const CLIENT_LIMIT: Duration = Duration::from_secs(45);
+/// Longest any other step may take.
+const STEP: Duration = Duration::from_secs(20);
+/// Longest the cluster may take to replace the killed master (node timeout 2 s, then the
+/// election).
+const FAILOVER_LIMIT: Duration = Duration::from_secs(20);
+/// How long a submit that fails (the cluster still settling) is tried again.
+const SUBMIT_RETRY: Duration = Duration::from_secs(15);
+/// Answers in flight when the master dies.
+const CUT: usize = 50;
+/// Answers asked for after the failover.
+const AFTER: usize = 5;
+/// Prefix of every key of this test (the cluster is the test's own).
+const PREFIX: &str = "failover:";
+
+/// A worker and a gateway on the Redis queue, bus and cancel channel, each with its own
+/// client, as if in two processes.
+struct Pipeline {
+    worker: WorkerHandle,
+    gateway: Gateway,
+    gateway_client: RedisClient,
+    queue: QueueConfig,
+    backend: ScriptedBackend,
+}
+
+async fn pipeline(url: &str) -> Pipeline {
+    let worker_client = RedisClient::connect(url, PREFIX)
+        .await
+        .expect("worker's client");
+    let gateway_client = RedisClient::connect(url, PREFIX)
+        .await
+        .expect("gateway's client");
+    assert!(
+        worker_client.is_cluster() && gateway_client.is_cluster(),
+        "{url} did not give cluster clients"
+    );
+    let queue = QueueConfig {
+        // Longer than the failover plus a heartbeat period: nothing is claimed away.
+        claim_idle: Duration::from_secs(15),
+        block: Duration::from_millis(500),
+        ..QueueConfig::default()
+    };
+    let bus = BusConfig {
+        block: Duration::from_secs(1),
+        ..BusConfig::default()
+    };
+    // About 70 words, 80 ms apart: 5.6 s per answer, so all 50 are mid-answer at the kill
+    // and go on after the failover.
+    let backend = ScriptedBackend::default()
+        .with_repeat(4)
+        .with_delay(Duration::from_millis(80));
+    let worker = Worker::builder(
+        Arc::new(
+            RedisRequestSource::new(worker_client.clone(), queue.clone())
+                .await
+                .expect("request source"),
+        ),
+        Arc::new(
+            RedisTokenSink::new(worker_client.clone(), bus.clone())
+                .await
+                .expect("token sink"),
+        ),
+        Arc::new(backend.clone()),
+    )
+    .cancels(Arc::new(RedisCancelChannel::new(worker_client)))
+    .config(WorkerConfig {
+        // Every answer at once: all of them are cut by the kill.
+        concurrency: 64,
+        ..WorkerConfig::default()
+    })
+    .build()
+    .spawn();
+    let gateway = Gateway::builder(
+        Arc::new(RedisRequestSink::new(gateway_client.clone(), &queue)),
+        Arc::new(RedisTokenSource::new(gateway_client.clone(), bus)),
+    )
+    .cancels(Arc::new(RedisCancelChannel::new(gateway_client.clone())))
+    .config(GatewayConfig {
+        idle_timeout: Some(Duration::from_secs(60)),
+        ..GatewayConfig::default()
+    })
+    .build();
+    Pipeline {
+        worker,
+        gateway,
+        gateway_client,
+        queue,
+        backend,
+    }
+}
+
+/// What one client saw.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// The text after applying resets, as a UI shows it.
+    text: String,
+    resets: usize,
+    fault: Option<Fault>,
+    finish: Option<FinishReason>,
+}
+
+/// Reads a client stream to its end; `tokens_seen` hears once, after the second token.
+async fn follow(mut stream: ClientStream, tokens_seen: mpsc::UnboundedSender<()>) -> Outcome {
+    let mut out = Outcome::default();
+    let mut tokens = 0;
+    let read = async {
+        while let Some(event) = stream.next().await {
+            match event {
+                ClientEvent::Reset { .. } => {
+                    out.text.clear();
+                    out.resets += 1;
+                }
+                ClientEvent::Envelope(env) => match &env.event {
+                    StreamEvent::Token { text } => {
+                        out.text.push_str(text);
+                        tokens += 1;
+                        if tokens == 2 {
+                            let _ = tokens_seen.send(());
+                        }
+                    }
+                    StreamEvent::End { finish_reason, .. } => {
+                        out.finish = Some(finish_reason.clone());
+                    }
+                    _ => {}
+                },
+                ClientEvent::Fault(f) => out.fault = Some(f),
+            }
+        }
+    };
+    if timeout(CLIENT_LIMIT, read).await.is_err() {
+        out.fault = Some(Fault::Unavailable(format!(
+            "no end within {CLIENT_LIMIT:?}"
+        )));
+    }
+    out
+}
+
+/// The `i`th request of a batch.
+fn request(tag: &str, i: usize) -> ChatRequest {
+    ChatRequest::new(
+        StreamKey::new(format!("{tag}-s{i}"), format!("{tag}-m{i}")),
+        format!("question {i}"),
+    )
+}
+
+/// A batch of clients: their tasks, the channel that hears when a client has seen its
+/// first tokens, and the submits that failed and were tried again.
+struct Batch {
+    clients: tokio::task::JoinSet<(ChatRequest, Outcome)>,
+    started: mpsc::UnboundedReceiver<()>,
+    failed_submits: Vec<String>,
+}
+
+/// Submits `n` requests and follows each in a task. A submit that fails is tried again
+/// (every 200 ms, for [`SUBMIT_RETRY`]), and the failure recorded.
+async fn batch(p: &Pipeline, tag: &str, n: usize, ended: &Arc<AtomicUsize>) -> Batch {
+    let (tx, started) = mpsc::unbounded_channel();
+    let mut clients = tokio::task::JoinSet::new();
+    let mut failed_submits = Vec::new();
+    for i in 0..n {
+        let request = request(tag, i);
+        let deadline = Instant::now() + SUBMIT_RETRY;
+        let stream = loop {
+            match timeout(STEP, p.gateway.submit(request.clone()))
+                .await
+                .expect("submit hung")
+            {
+                Ok(stream) => break stream,
+                Err(e) if Instant::now() < deadline => {
+                    failed_submits.push(format!("{}: {e}", request.key));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!(
+                    "submit {} still fails after {SUBMIT_RETRY:?}: {e} \
+                     (earlier: {failed_submits:?})",
+                    request.key
+                ),
+            }
+        };
+        let (tx, ended) = (tx.clone(), ended.clone());
+        clients.spawn(async move {
+            let outcome = follow(stream, tx).await;
+            ended.fetch_add(1, Ordering::SeqCst);
+            (request, outcome)
+        });
+    }
+    Batch {
+        clients,
+        started,
+        failed_submits,
+    }
+}
+
+/// Waits until `n` clients have seen their first tokens.
+async fn first_tokens(rx: &mut mpsc::UnboundedReceiver<()>, n: usize) {
+    timeout(STEP, async {
+        for _ in 0..n {
+            rx.recv()
+                .await
+                .expect("a client ended before its second token");
+        }
+    })
+    .await
+    .expect("not every answer started");
+}
+
+/// How a batch ended: whole answers, `history lost` endings, resets in all, and every
+/// other ending (with what the client saw).
+#[derive(Debug, Default)]
+struct Tally {
+    whole: usize,
+    history_lost: usize,
+    resets: usize,
+    wrong: Vec<String>,
+}
+
+fn tally(backend: &ScriptedBackend, results: &[(ChatRequest, Outcome)]) -> Tally {
+    let mut t = Tally::default();
+    for (request, o) in results {
+        t.resets += o.resets;
+        let answer = backend.answer(request);
+        match &o.fault {
+            None if o.finish == Some(FinishReason::Stop) && o.text == answer => t.whole += 1,
+            Some(Fault::HistoryLost) if o.finish.is_none() && answer.starts_with(&o.text) => {
+                t.history_lost += 1;
+            }
+            _ => t.wrong.push(format!(
+                "{}: fault {:?}, finish {:?}, {} resets, {} of {} chars{}: {:?}",
+                request.key,
+                o.fault,
+                o.finish,
+                o.resets,
+                o.text.len(),
+                answer.len(),
+                if answer.starts_with(&o.text) {
+                    " (a prefix of the answer)"
+                } else {
+                    " (NOT a prefix of the answer)"
+                },
+                o.text,
+            )),
+        }
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_cut_by_a_master_failover_end_whole_or_with_history_lost() {
+    // Blocks a few seconds: before any task of the test exists.
+    let Some(mut cluster) = RedisCluster::start_or_skip() else {
+        return;
+    };
+    let p = pipeline(&cluster.url()).await;
+    let keys = p.gateway_client.keys().clone();
+    let ended = Arc::new(AtomicUsize::new(0));
+
+    let mut cut = batch(&p, "a", CUT, &ended).await;
+    first_tokens(&mut cut.started, CUT).await;
+    assert_eq!(
+        ended.load(Ordering::SeqCst),
+        0,
+        "every answer is mid-way when the master dies"
+    );
+
+    // The kit's calls block for their loopback round trips: off the runtime's workers.
+    let (victim, per_master, queue_on_victim, down) = tokio::task::block_in_place(|| {
+        let mut streams: BTreeMap<u16, usize> = BTreeMap::new();
+        for port in cluster.masters() {
+            streams.insert(port, 0);
+        }
+        for i in 0..CUT {
+            let stream = keys.token_stream(&request("a", i).key);
+            *streams.entry(cluster.master_of(&stream)).or_default() += 1;
+        }
+        let (&victim, _) = streams
+            .iter()
+            .max_by_key(|&(_, n)| *n)
+            .expect("the cluster has masters");
+        let queue_on_victim = cluster.master_of(&keys.queue(&p.queue.name)) == victim;
+        let down = Instant::now();
+        cluster.kill(victim);
+        (victim, streams, queue_on_victim, down)
+    });
+
+    // Only measured: the clients are not held back by it.
+    if let Err(e) = cluster.wait_healthy_async(FAILOVER_LIMIT).await {
+        panic!("the cluster did not recover from killing master {victim}: {e}");
+    }
+    let failover = down.elapsed();
+
+    let mut after = batch(&p, "b", AFTER, &ended).await;
+    let cut_results = std::mem::take(&mut cut.clients).join_all().await;
+    let cut_done = down.elapsed();
+    let after_results = std::mem::take(&mut after.clients).join_all().await;
+    let before = tally(&p.backend, &cut_results);
+    let later = tally(&p.backend, &after_results);
+    eprintln!(
+        "cluster failover: killed master {victim} (serving {} of {CUT} streams; per \
+         master {per_master:?}; request queue {}); healthy {:.1} s after the kill; {CUT} \
+         cut: {} whole, {} history lost, {} resets, {} other; the last ended {:.1} s \
+         after the kill; {AFTER} later ({} failed submits retried): {} whole, {} history \
+         lost, {} resets, {} other; worker {:?}",
+        per_master[&victim],
+        if queue_on_victim {
+            "there too"
+        } else {
+            "elsewhere"
+        },
+        failover.as_secs_f64(),
+        before.whole,
+        before.history_lost,
+        before.resets,
+        before.wrong.len(),
+        cut_done.as_secs_f64(),
+        after.failed_submits.len(),
+        later.whole,
+        later.history_lost,
+        later.resets,
+        later.wrong.len(),
+        p.worker.stats(),
+    );
+    if !after.failed_submits.is_empty() {
+        eprintln!(
+            "submits after the failover that failed: {:?}",
+            after.failed_submits
+        );
+    }
+    assert!(
+        before.wrong.is_empty() && later.wrong.is_empty(),
+        "neither whole nor history lost:\n{}",
+        before
+            .wrong
+            .iter()
+            .chain(&later.wrong)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(before.whole + before.history_lost, CUT);
+    assert_eq!(later.whole + later.history_lost, AFTER);
+    p.worker.shutdown().await;
+}
