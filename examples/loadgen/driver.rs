@@ -110,7 +110,9 @@ pub(crate) struct Procs {
     pub(crate) broker: Broker,
     pub(crate) gateway: u32,
     pub(crate) worker: u32,
-    pub(crate) redis: Option<u32>,
+    /// Every `redis-server` on the machine (one, or the nodes of a local cluster): their
+    /// CPU is summed.
+    pub(crate) redis: Vec<u32>,
 }
 
 impl Procs {
@@ -130,7 +132,7 @@ impl Procs {
         let broker = match self.broker {
             Broker::Memory => None,
             Broker::Amqp => crate::cpu::CpuSample::now().broker,
-            Broker::Redis => self.redis.and_then(procfs::cpu),
+            Broker::Redis => self.redis.iter().map(|&pid| procfs::cpu(pid)).sum(),
         };
         Cpu {
             gateway,
@@ -362,7 +364,7 @@ pub(crate) async fn run(args: RunArgs) -> BoxResult<()> {
         broker: args.broker,
         gateway: gateway_pid,
         worker: worker_pid,
-        redis: procfs::pid_named("redis-server"),
+        redis: procfs::pids_named("redis-server"),
     };
     let http = client::http();
 

@@ -50,12 +50,22 @@ pub(crate) fn rss(pid: u32) -> Option<u64> {
 
 /// The pid of the first process whose command name (`/proc/<pid>/comm`) is `name`.
 pub(crate) fn pid_named(name: &str) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
-        let entry = entry.ok()?;
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
-        (comm.trim_end() == name).then_some(pid)
-    })
+    pids_named(name).into_iter().next()
+}
+
+/// Every process whose command name is `name` (all nodes of a local Redis Cluster, say).
+pub(crate) fn pids_named(name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            (comm.trim_end() == name).then_some(pid)
+        })
+        .collect()
 }
 
 /// The soft limit on open files of this process (`Max open files` of `/proc/self/limits`).
