@@ -24,11 +24,13 @@
 //!
 //! # History and expiry
 //!
-//! Streams are capped at about [`BusConfig::max_len`] entries (trimmed by the publish
-//! script in steps of a tenth, recording the highest trimmed id in the marker hash). Every
-//! write sets a safety expiry ([`BusConfig::idle_expiry`]) so abandoned streams vanish;
-//! `End` shortens it to [`BusConfig::retention_after_end`]. The marker hash outlives the
-//! stream by [`BusConfig::tombstone`], so a late resume gets
+//! Streams are capped at about [`BusConfig::max_len`] entries (checked every 128 entries,
+//! or a tenth of the cap when less; trimmed in steps of a tenth, recording the highest
+//! trimmed id in the marker hash). Every write sets a safety expiry ([`BusConfig::idle_expiry`]) so abandoned streams vanish;
+//! `End` shortens it to [`BusConfig::retention_after_end`], and a later attempt appended
+//! after an `End` (a redelivery) lives like a new answer until its own `End`. The marker
+//! hash outlives the stream by [`BusConfig::tombstone`] (its expiry is renewed at the start,
+//! every 128 entries and at the `End`), so a late resume gets
 //! [`Error::HistoryLost`](chatstream_core::Error::HistoryLost) instead of waiting for a
 //! stream that will never come back. The marker also keeps the `End`: a resume at or after
 //! it yields the `End` again (even once the stream expired), so the subscriber learns the

@@ -23,9 +23,13 @@ use redis::Script;
 /// its attempt lost its start (Redis came back empty while the worker went on): the
 /// missing part is recorded as trimmed, so a read from the start gets `HistoryLost`.
 ///
-/// Per group of a stream that exists and has not ended, Redis runs five commands (`XADD`
-/// per envelope, `XLEN`, `HEXISTS`, two `PEXPIRE`); the script call itself is paid once per
-/// round trip. At the end, one `PUBLISH` on the news channel names every stream that got
+/// Per group of a stream that exists, Redis runs `PEXPIRE` (which also says whether the
+/// stream exists) and one `XADD` per envelope; every 128 entries (when a group crosses a
+/// multiple of 128 in seq; of a tenth of `max_len` when that is less) also `XLEN`
+/// (trimming) and the marker's `PEXPIRE`. A new stream
+/// and an `End` add a few marker commands. The script call itself is paid once per round
+/// trip. Each Lua-to-Redis call costs more than the command it runs, so the common case
+/// keeps to two. At the end, one `PUBLISH` on the news channel names every stream that got
 /// entries, one key per line, so readers read those streams and no others.
 pub(super) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -33,6 +37,8 @@ pub(super) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
 local max_len = tonumber(ARGV[1])
 local live_ttl, ended_ttl, tombstone = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local ATTEMPT = 4294967296
+-- Trimming is checked every CHECK entries: 128, or a tenth of max_len when that is less.
+local CHECK = math.max(1, math.min(128, math.floor(max_len / 10)))
 local function ms_of(id)
   return tonumber(string.match(id, '^(%d+)'))
 end
@@ -41,6 +47,8 @@ local function attempt_of(id)
 end
 local function group(stream, marker, a, n, end_id)
   local added, stale, top_attempt, end_json = 0, 0, nil, nil
+  -- Refreshes the expiry, and tells whether the stream exists: one call for both.
+  local existed = redis.call('PEXPIRE', stream, live_ttl) == 1
   for i = a, a + 2 * n - 1, 2 do
     local id = ARGV[i]
     local r = redis.pcall('XADD', stream, id, 'env', ARGV[i + 1])
@@ -64,28 +72,31 @@ local function group(stream, marker, a, n, end_id)
     if kept and id == end_id then end_json = ARGV[i + 1] end
   end
   if added == 0 and end_json == nil then return {0, stale, ''} end
-  local len = redis.call('XLEN', stream)
-  if len == added then
-    -- The stream begins with this group.
-    if redis.call('EXISTS', marker) == 0 and ms_of(ARGV[a]) % ATTEMPT ~= 0 then
-      redis.call('HSET', marker, 'trimmed', string.format('%d-1', ms_of(ARGV[a]) - 1))
+  local first_ms, last_ms = ms_of(ARGV[a]), ms_of(ARGV[a + 2 * n - 2])
+  if not existed then
+    -- The stream begins with this group (XADD made it, without an expiry).
+    if redis.call('EXISTS', marker) == 0 and first_ms % ATTEMPT ~= 0 then
+      redis.call('HSET', marker, 'trimmed', string.format('%d-1', first_ms - 1))
     end
     redis.call('HSETNX', marker, 'started', '1')
-  elseif len > max_len + math.floor(max_len / 10) then
-    local victims = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - max_len)
-    redis.call('XTRIM', stream, 'MAXLEN', max_len)
-    redis.call('HSET', marker, 'trimmed', victims[#victims][1])
+    redis.call('PEXPIRE', stream, live_ttl)
+    redis.call('PEXPIRE', marker, live_ttl + tombstone)
+  elseif math.floor((first_ms - 1) / CHECK) ~= math.floor(last_ms / CHECK) then
+    -- Every CHECK entries: trim, and keep the marker alive.
+    local len = redis.call('XLEN', stream)
+    if len > max_len + math.floor(max_len / 10) then
+      local victims = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - max_len)
+      redis.call('XTRIM', stream, 'MAXLEN', max_len)
+      redis.call('HSET', marker, 'trimmed', victims[#victims][1])
+    end
+    redis.call('PEXPIRE', marker, live_ttl + tombstone)
   end
-  local ttl = live_ttl
   if end_json ~= nil then
     redis.call('HSET', marker, 'ended', end_id, 'end', end_json)
     redis.call('HSETNX', marker, 'started', '1')
-    ttl = ended_ttl
-  elseif redis.call('HEXISTS', marker, 'ended') == 1 then
-    ttl = ended_ttl
+    redis.call('PEXPIRE', stream, ended_ttl)
+    redis.call('PEXPIRE', marker, ended_ttl + tombstone)
   end
-  redis.call('PEXPIRE', stream, ttl)
-  redis.call('PEXPIRE', marker, ttl + tombstone)
   return {added, stale, ''}
 end
 local out = {}
