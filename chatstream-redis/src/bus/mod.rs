@@ -26,8 +26,8 @@
 //!
 //! Streams are capped at about [`BusConfig::max_len`] entries (checked every 128 entries,
 //! or a tenth of the cap when less; trimmed in steps of a tenth, recording the highest
-//! trimmed id in the marker hash). Every write sets a safety expiry ([`BusConfig::idle_expiry`]) so abandoned streams vanish;
-//! `End` shortens it to [`BusConfig::retention_after_end`], and a later attempt appended
+//! trimmed id in the marker hash). Every write sets a safety expiry
+//! ([`BusConfig::idle_expiry`]) so abandoned streams vanish; `End` shortens it to [`BusConfig::retention_after_end`], and a later attempt appended
 //! after an `End` (a redelivery) lives like a new answer until its own `End`. The marker
 //! hash outlives the stream by [`BusConfig::tombstone`] (its expiry is renewed at the start,
 //! every 128 entries and at the `End`), so a late resume gets

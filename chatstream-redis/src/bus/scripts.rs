@@ -23,13 +23,14 @@ use redis::Script;
 /// its attempt lost its start (Redis came back empty while the worker went on): the
 /// missing part is recorded as trimmed, so a read from the start gets `HistoryLost`.
 ///
-/// Per group of a stream that exists, Redis runs `PEXPIRE` (which also says whether the
-/// stream exists) and one `XADD` per envelope; every 128 entries (when a group crosses a
-/// multiple of 128 in seq; of a tenth of `max_len` when that is less) also `XLEN`
-/// (trimming) and the marker's `PEXPIRE`. A new stream
-/// and an `End` add a few marker commands. The script call itself is paid once per round
-/// trip. Each Lua-to-Redis call costs more than the command it runs, so the common case
-/// keeps to two. At the end, one `PUBLISH` on the news channel names every stream that got
+/// Per group of a stream that exists, whose envelopes are all new (the common case), Redis
+/// runs one `XADD … NOMKSTREAM` per envelope and nothing else; every 128 entries (when a
+/// group crosses a multiple of 128 in seq; of a tenth of `max_len` when that is less) also
+/// `XLEN` (trimming) and the two `PEXPIRE`s, and at an `End` the marker's fields. A new
+/// stream and a retried or superseded envelope take the slow path, which checks each entry. The script call itself
+/// is paid once per round trip. Each Lua-to-Redis call costs more than the command it runs
+/// (about 1.4 µs for an `XADD` here), so the common case keeps to one per envelope.
+/// At the end, one `PUBLISH` on the news channel names every stream that got
 /// entries, one key per line, so readers read those streams and no others.
 pub(super) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -45,11 +46,60 @@ end
 local function attempt_of(id)
   return math.floor(ms_of(id) / ATTEMPT)
 end
+-- After a group's appends: a new stream's marker and expiry, trimming and the expiries
+-- every CHECK entries, and the End.
+local function upkeep(stream, marker, a, n, existed, end_id, end_json)
+  local first_ms, last_ms = ms_of(ARGV[a]), ms_of(ARGV[a + 2 * n - 2])
+  if not existed then
+    -- The stream begins with this group (XADD made it, without an expiry).
+    if redis.call('EXISTS', marker) == 0 and first_ms % ATTEMPT ~= 0 then
+      redis.call('HSET', marker, 'trimmed', string.format('%d-1', first_ms - 1))
+    end
+    redis.call('HSETNX', marker, 'started', '1')
+    redis.call('PEXPIRE', stream, live_ttl)
+    redis.call('PEXPIRE', marker, live_ttl + tombstone)
+  elseif math.floor((first_ms - 1) / CHECK) ~= math.floor(last_ms / CHECK) then
+    local len = redis.call('XLEN', stream)
+    if len > max_len + math.floor(max_len / 10) then
+      local victims = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - max_len)
+      redis.call('XTRIM', stream, 'MAXLEN', max_len)
+      redis.call('HSET', marker, 'trimmed', victims[#victims][1])
+    end
+    redis.call('PEXPIRE', stream, live_ttl)
+    redis.call('PEXPIRE', marker, live_ttl + tombstone)
+  end
+  if end_json ~= nil then
+    redis.call('HSET', marker, 'ended', end_id, 'end', end_json)
+    redis.call('HSETNX', marker, 'started', '1')
+    redis.call('PEXPIRE', stream, ended_ttl)
+    redis.call('PEXPIRE', marker, ended_ttl + tombstone)
+  end
+end
 local function group(stream, marker, a, n, end_id)
-  local added, stale, top_attempt, end_json = 0, 0, nil, nil
+  local last = a + 2 * n - 2
+  -- The common case: the stream exists and every entry is new. One call per entry; a
+  -- missing stream (nil) or an entry already there (an error) leaves it to the slow path,
+  -- which finds the entries added here in place.
+  local fast_added, fast = 0, true
+  local ok = pcall(function()
+    for i = a, last, 2 do
+      if not redis.call('XADD', stream, 'NOMKSTREAM', ARGV[i], 'env', ARGV[i + 1]) then
+        fast = false
+        return
+      end
+      fast_added = fast_added + 1
+    end
+  end)
+  if ok and fast then
+    local end_json = nil
+    if end_id ~= '' and ARGV[last] == end_id then end_json = ARGV[last + 1] end
+    upkeep(stream, marker, a, n, true, end_id, end_json)
+    return {fast_added, 0, ''}
+  end
+  local added, stale, top_attempt, end_json = fast_added, 0, nil, nil
   -- Refreshes the expiry, and tells whether the stream exists: one call for both.
   local existed = redis.call('PEXPIRE', stream, live_ttl) == 1
-  for i = a, a + 2 * n - 1, 2 do
+  for i = a, last, 2 do
     local id = ARGV[i]
     local r = redis.pcall('XADD', stream, id, 'env', ARGV[i + 1])
     local kept = true
@@ -72,31 +122,7 @@ local function group(stream, marker, a, n, end_id)
     if kept and id == end_id then end_json = ARGV[i + 1] end
   end
   if added == 0 and end_json == nil then return {0, stale, ''} end
-  local first_ms, last_ms = ms_of(ARGV[a]), ms_of(ARGV[a + 2 * n - 2])
-  if not existed then
-    -- The stream begins with this group (XADD made it, without an expiry).
-    if redis.call('EXISTS', marker) == 0 and first_ms % ATTEMPT ~= 0 then
-      redis.call('HSET', marker, 'trimmed', string.format('%d-1', first_ms - 1))
-    end
-    redis.call('HSETNX', marker, 'started', '1')
-    redis.call('PEXPIRE', stream, live_ttl)
-    redis.call('PEXPIRE', marker, live_ttl + tombstone)
-  elseif math.floor((first_ms - 1) / CHECK) ~= math.floor(last_ms / CHECK) then
-    -- Every CHECK entries: trim, and keep the marker alive.
-    local len = redis.call('XLEN', stream)
-    if len > max_len + math.floor(max_len / 10) then
-      local victims = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - max_len)
-      redis.call('XTRIM', stream, 'MAXLEN', max_len)
-      redis.call('HSET', marker, 'trimmed', victims[#victims][1])
-    end
-    redis.call('PEXPIRE', marker, live_ttl + tombstone)
-  end
-  if end_json ~= nil then
-    redis.call('HSET', marker, 'ended', end_id, 'end', end_json)
-    redis.call('HSETNX', marker, 'started', '1')
-    redis.call('PEXPIRE', stream, ended_ttl)
-    redis.call('PEXPIRE', marker, ended_ttl + tombstone)
-  end
+  upkeep(stream, marker, a, n, existed, end_id, end_json)
   return {added, stale, ''}
 end
 local out = {}
