@@ -726,3 +726,32 @@ async fn a_hole_inside_an_attempt_ends_the_stream_with_history_lost_after_what_c
         Err(Error::HistoryLost { after_seq: 2 })
     ));
 }
+
+#[tokio::test]
+async fn a_retried_batch_in_the_middle_of_a_stream_is_appended_once() {
+    // Batches in the middle of an attempt go as plain appends, without the script; one sent
+    // again (its first try reached Redis, the reply did not) must not add anything twice.
+    let Some((_c, sink, source, _g)) = setup("retry-mid", config()).await else {
+        return;
+    };
+    let all = answer(&key("r"), 1, 8);
+    sink.publish(&Destination::default(), &all[..2])
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        sink.publish(&Destination::default(), &all[2..5])
+            .await
+            .unwrap();
+    }
+    // Partly new: 5 is there already, 6 and 7 are not.
+    sink.publish(&Destination::default(), &all[5..6])
+        .await
+        .unwrap();
+    sink.publish(&Destination::default(), &all[5..8])
+        .await
+        .unwrap();
+    sink.publish(&Destination::default(), &all[8..])
+        .await
+        .unwrap();
+    assert_eq!(read_all(&source, &all[0].key, None).await, all);
+}
