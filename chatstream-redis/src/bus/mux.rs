@@ -36,7 +36,6 @@ use std::time::Duration;
 use chatstream_core::wire::seed000::decode_envelope;
 use chatstream_core::{Error, Result, TokenEnvelope};
 use futures::FutureExt;
-use redis::streams::{StreamId, StreamReadReply};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
@@ -362,7 +361,7 @@ struct Read<'a> {
 /// What one round found for one followed stream.
 struct Found<'a> {
     index: usize,
-    entries: &'a [StreamId],
+    entries: &'a [Entry],
     probe: bool,
 }
 
@@ -525,13 +524,11 @@ impl Reader {
             }
         }
         let mut con = self.mux.client.shared();
-        let replies: Vec<Option<StreamReadReply>> = pipe.query_async(&mut con).await?;
-        let entries: HashMap<String, Vec<StreamId>> = replies
-            .into_iter()
-            .flatten()
-            .flat_map(|r| r.keys)
-            .map(|k| (k.key, k.ids))
-            .collect();
+        let replies: Vec<redis::Value> = pipe.query_async(&mut con).await?;
+        let mut entries: HashMap<String, Vec<Entry>> = HashMap::new();
+        for reply in replies {
+            read_reply(reply, &mut entries);
+        }
 
         let now = Instant::now();
         let mut found = Vec::new();
@@ -650,7 +647,7 @@ impl Reader {
 /// a hole in it.
 fn deliver(
     f: &mut Follow,
-    entries: &[StreamId],
+    entries: &[Entry],
     probe: Option<Probe>,
 ) -> (Vec<Result<TokenEnvelope>>, bool) {
     let lost = |f: &Follow| {
@@ -684,9 +681,10 @@ fn deliver(
             return (out, true);
         }
         let env = entry
-            .get::<Vec<u8>>("env")
+            .env
+            .as_deref()
             .ok_or_else(|| Error::decode("stream entry", "no env field"))
-            .and_then(|body| decode_envelope(&body));
+            .and_then(decode_envelope);
         let env = match env {
             Ok(e) => e.into_envelope(id.0),
             Err(e) => {
@@ -703,4 +701,124 @@ fn deliver(
         }
     }
     (out, false)
+}
+
+/// One entry of a token stream as read: its id, and its `env` field (`None` when it has
+/// none: not an entry of this bus).
+#[derive(Debug)]
+struct Entry {
+    id: String,
+    env: Option<Vec<u8>>,
+}
+
+/// Adds the entries of one `XREAD` reply (RESP2 arrays or RESP3 maps; `nil` when nothing
+/// came) to `out`, by stream key, taking the bytes out of the reply rather than copying
+/// them. A part that is not shaped like a stream reply is skipped.
+fn read_reply(reply: redis::Value, out: &mut HashMap<String, Vec<Entry>>) {
+    use redis::Value;
+    let streams: Vec<(Value, Value)> = match reply {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|item| match item {
+                Value::Array(mut kv) if kv.len() == 2 => {
+                    let entries = kv.pop()?;
+                    Some((kv.pop()?, entries))
+                }
+                _ => None,
+            })
+            .collect(),
+        Value::Map(pairs) => pairs,
+        _ => return,
+    };
+    for (key, list) in streams {
+        let (Some(key), Value::Array(list)) = (text(key), list) else {
+            continue;
+        };
+        let parsed = list.into_iter().filter_map(|entry| {
+            let Value::Array(mut parts) = entry else {
+                return None;
+            };
+            let fields = parts.pop()?;
+            let id = text(parts.pop()?)?;
+            let fields = match fields {
+                Value::Array(f) => f,
+                Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+                _ => Vec::new(),
+            };
+            let mut env = None;
+            let mut fields = fields.into_iter();
+            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                if matches!(&name, Value::BulkString(n) if n == b"env") {
+                    if let Value::BulkString(bytes) = value {
+                        env = Some(bytes);
+                    }
+                }
+            }
+            Some(Entry { id, env })
+        });
+        out.entry(key).or_default().extend(parsed);
+    }
+}
+
+/// A bulk or simple string as text.
+fn text(v: redis::Value) -> Option<String> {
+    match v {
+        redis::Value::BulkString(b) => String::from_utf8(b).ok(),
+        redis::Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Value;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn xread_replies_are_read_in_both_protocols_and_odd_parts_skipped() {
+        let entry = |id: &str, env: &str| {
+            Value::Array(vec![bulk(id), Value::Array(vec![bulk("env"), bulk(env)])])
+        };
+        let resp2 = Value::Array(vec![
+            Value::Array(vec![
+                bulk("k1"),
+                Value::Array(vec![entry("1-1", "a"), entry("2-1", "b")]),
+            ]),
+            Value::Int(7),
+            Value::Array(vec![
+                bulk("k2"),
+                Value::Array(vec![Value::Array(vec![
+                    bulk("3-1"),
+                    Value::Array(vec![bulk("other"), bulk("x")]),
+                ])]),
+            ]),
+        ]);
+        let resp3 = Value::Map(vec![(bulk("k1"), Value::Array(vec![entry("3-1", "c")]))]);
+        let mut out = HashMap::new();
+        read_reply(resp2, &mut out);
+        read_reply(resp3, &mut out);
+        read_reply(Value::Nil, &mut out);
+        let k1: Vec<(&str, Option<&[u8]>)> = out["k1"]
+            .iter()
+            .map(|e| (e.id.as_str(), e.env.as_deref()))
+            .collect();
+        assert_eq!(
+            k1,
+            [
+                ("1-1", Some(&b"a"[..])),
+                ("2-1", Some(&b"b"[..])),
+                ("3-1", Some(&b"c"[..]))
+            ]
+        );
+        assert_eq!(out["k2"].len(), 1);
+        assert_eq!(
+            out["k2"][0].env, None,
+            "an entry without env is kept, to fail as such"
+        );
+        assert_eq!(out.len(), 2);
+    }
 }

@@ -255,29 +255,39 @@ fn check_interval(max_len: usize) -> u64 {
     (max_len as u64 / 10).clamp(1, 128)
 }
 
-/// Whether a group may go as plain `XADD … NOMKSTREAM`s, without the script: it has no
-/// `End`, is the only group of its stream in the round, does not begin an attempt, and
-/// does not cross a multiple of the check interval (where the script trims and renews the
-/// expiries).
-fn plain(group: &Group, check: u64, alone: bool) -> bool {
+/// How a group may go without the script, if it may: it has no `End` and is the only
+/// group of its stream in the round, and either
+/// - starts the first attempt (seq 0) and stays below the check interval: a new stream,
+///   made by plain `XADD`s, then its marker's `started` and both expiries
+///   ([`Part::Start`]), or
+/// - is in the middle of an attempt and does not cross a multiple of the check interval
+///   (where the script trims and renews the expiries): plain `XADD … NOMKSTREAM`s
+///   ([`Part::Plain`]).
+fn plain(group: &Group, check: u64, alone: bool, index: usize) -> Option<Part> {
     let (first, last) = group.seqs;
-    alone
-        && group.end_id.is_empty()
-        && first % TokenEnvelope::seq_base(2) != 0
-        && (first - 1) / check == last / check
+    if !alone || !group.end_id.is_empty() {
+        return None;
+    }
+    if first == 0 {
+        return (last < check).then_some(Part::Start(index));
+    }
+    (first % TokenEnvelope::seq_base(2) != 0 && (first - 1) / check == last / check)
+        .then_some(Part::Plain(index))
 }
 
 /// What a round's pipeline holds, in group order.
 enum Part {
     /// A group as plain appends.
     Plain(usize),
+    /// A group that starts a stream, as plain appends and the marker's start.
+    Start(usize),
     /// Consecutive groups in one script call.
     Script(Vec<usize>),
 }
 
 /// One round on one server, in one round trip for the common case: the groups that may go
-/// plain ([`plain`]) as `XADD … NOMKSTREAM` under their explicit ids (about a third of the
-/// Redis CPU of the same appends from Lua), the others in script calls, all in one pipeline
+/// plain ([`plain`]) as `XADD`s under their explicit ids (about a third of the Redis CPU of
+/// the same appends from Lua), the others in script calls, all in one pipeline
 /// in group order, then one `PUBLISH` of the plain groups' news. A plain append that finds
 /// no stream (Redis lost it) or an id already there (a retry, or another attempt's) leaves
 /// its group to a script call after the pipeline, which checks every entry exactly as
@@ -295,15 +305,15 @@ async fn send_pipelined(
     }
     let mut parts: Vec<Part> = Vec::new();
     for (i, g) in groups.iter().enumerate() {
-        if plain(g, check, per_stream[g.stream.as_str()] == 1) {
-            parts.push(Part::Plain(i));
+        if let Some(part) = plain(g, check, per_stream[g.stream.as_str()] == 1, i) {
+            parts.push(part);
         } else if let Some(Part::Script(members)) = parts.last_mut() {
             members.push(i);
         } else {
             parts.push(Part::Script(vec![i]));
         }
     }
-    if !parts.iter().any(|p| matches!(p, Part::Plain(_))) {
+    if parts.iter().all(|p| matches!(p, Part::Script(_))) {
         return invoke(client, config, groups).await;
     }
     let mut pipe = redis::pipe();
@@ -315,7 +325,7 @@ async fn send_pipelined(
                 let part: Vec<&Group> = members.iter().map(|&i| groups[i]).collect();
                 Some(invocation(client, config, &part))
             }
-            Part::Plain(_) => None,
+            Part::Plain(_) | Part::Start(_) => None,
         })
         .collect();
     let mut scripts = invocations.iter();
@@ -331,6 +341,23 @@ async fn send_pipelined(
                         .arg("env")
                         .arg(json);
                 }
+                news.push(g.stream.as_str());
+            }
+            Part::Start(i) => {
+                let g = groups[*i];
+                for (id, json) in &g.entries {
+                    pipe.cmd("XADD").arg(&g.stream).arg(id).arg("env").arg(json);
+                }
+                pipe.cmd("HSETNX")
+                    .arg(&g.marker)
+                    .arg("started")
+                    .arg(1)
+                    .cmd("PEXPIRE")
+                    .arg(&g.stream)
+                    .arg(millis(config.idle_expiry))
+                    .cmd("PEXPIRE")
+                    .arg(&g.marker)
+                    .arg(millis(config.idle_expiry + config.tombstone));
                 news.push(g.stream.as_str());
             }
             Part::Script(_) => {
@@ -365,7 +392,7 @@ async fn send_pipelined(
     let mut recheck = Vec::new();
     for part in &parts {
         match part {
-            Part::Plain(i) => {
+            Part::Plain(i) | Part::Start(i) => {
                 let mut clean = true;
                 for _ in &groups[*i].entries {
                     match replies.next() {
@@ -375,6 +402,14 @@ async fn send_pipelined(
                         // No stream, an id already there, or another error: the script
                         // tells which, exactly.
                         _ => clean = false,
+                    }
+                }
+                if matches!(part, Part::Start(_)) {
+                    // HSETNX and the two PEXPIREs.
+                    for _ in 0..3 {
+                        if !matches!(replies.next(), Some(redis::Value::Int(_))) {
+                            clean = false;
+                        }
                     }
                 }
                 if !clean {
