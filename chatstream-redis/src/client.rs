@@ -85,8 +85,7 @@ impl RedisConfig {
 ///
 /// Commands go through one auto-reconnecting multiplexed connection
 /// ([`ConnectionManager`]); blocking reads (`XREADGROUP BLOCK` of the request queue) use
-/// dedicated connections, so they never stall the shared one. Dedicated connections of
-/// finished readers are kept for reuse.
+/// dedicated connections, so they never stall the shared one.
 ///
 /// # Redis Cluster
 ///

@@ -6,14 +6,14 @@
 //! | type | core trait | Redis feature |
 //! |---|---|---|
 //! | [`RedisConversationStore`] | [`ConversationStore`](chatstream_core::ConversationStore) | hashes, lists, sorted sets; sliding `EXPIRE`; Lua for atomic appends; `SCAN` for stats and cleanup |
-//! | [`RedisTokenSink`] | [`TokenSink`](chatstream_core::TokenSink) | one stream per [`StreamKey`](chatstream_core::StreamKey), explicit entry ids from `seq`, one script call per round trip covering every stream of the publishes waiting, in call order at any number in flight |
-//! | [`RedisTokenSource`] | [`TokenSource`](chatstream_core::TokenSource) | `XREAD` from any `seq`, then `XREAD BLOCK` until `End`, many streams per read and connection; `HistoryLost` once trimmed or expired |
+//! | [`RedisTokenSink`] | [`TokenSink`](chatstream_core::TokenSink) | one stream per [`StreamKey`](chatstream_core::StreamKey), explicit entry ids from `seq`, one round trip per round covering every stream of the publishes waiting (plain `XADD`s under explicit ids, Lua where an entry needs checking), in call order at any number in flight; one `PUBLISH` of news per round |
+//! | [`RedisTokenSource`] | [`TokenSource`](chatstream_core::TokenSource) | `XREAD` from any `seq`, then non-blocking `XREAD`s of the streams the news names, many streams per read; `HistoryLost` once trimmed, expired, or missing entries of an attempt |
 //! | [`RedisRequestSink`] | [`RequestSink`](chatstream_core::RequestSink) | `XADD` to the request stream; dead letters readable |
 //! | [`RedisRequestSource`] | [`MessageSource`](chatstream_core::MessageSource) | consumer group, `XREADGROUP BLOCK`, `XACK`, `XAUTOCLAIM` of crashed consumers' entries, dead-letter stream |
 //! | [`RedisCancelChannel`] | [`CancelChannel`](chatstream_core::CancelChannel) | pub/sub |
 //! | [`RedisSessionFeed`] | [`SessionFeed`](chatstream_core::SessionFeed) | pub/sub: news of started streams, for gateways whose WebSocket clients follow whole sessions |
 //! | [`RedisResponseStore`] | [`ResponseStore`](chatstream_core::ResponseStore) | the OpenAI Responses API's stored responses: strings with `EX`, a script that sets the outcome once |
-//! | [`RedisClient`] | — | the shared auto-reconnecting connection (plus dedicated ones for blocking reads) |
+//! | [`RedisClient`] | — | the shared auto-reconnecting connection (plus dedicated ones for the queue's blocking reads and the news); one server or a Redis Cluster |
 //!
 //! The key layout is in [`keys`]; how `seq` maps to entry ids and when history is lost in
 //! [`bus`]; how requests are settled and redelivered in [`queue`].
@@ -73,7 +73,7 @@ pub mod testkit;
 
 pub use bus::{BusConfig, RedisTokenSink, RedisTokenSource};
 pub use cancel::{RedisCancelChannel, RedisSessionFeed};
-pub use client::{RedisClient, RedisConfig};
+pub use client::{RedisClient, RedisConfig, RedisConnection};
 pub use error::Error;
 pub use keys::Keys;
 pub use queue::{DeadLetter, QueueConfig, RedisRequestSink, RedisRequestSource};

@@ -1,4 +1,4 @@
-//! [`RedisCluster`] is owned by one test end to end: free loopback ports, a temporary
+//! [`RedisCluster`](crate::testkit::cluster::RedisCluster) is owned by one test end to end: free loopback ports, a temporary
 //! directory, six `redis-server` child processes, all killed and the directory removed on
 //! drop.
 //!
@@ -13,11 +13,11 @@
 //!
 //! Everything here is synchronous (`std::process` and the blocking `redis` client). Each
 //! call blocks only for its loopback round trips (a probe gives up after 500 ms), except
-//! [`RedisCluster::start_or_skip`], which takes a few seconds (six servers,
+//! [`RedisCluster::start_or_skip`](crate::testkit::cluster::RedisCluster::start_or_skip), which takes a few seconds (six servers,
 //! `redis-cli --cluster create`, the wait for `cluster_state:ok`), and
-//! [`RedisCluster::wait_healthy`], which lasts until the failover is over. In a tokio test
+//! [`RedisCluster::wait_healthy`](crate::testkit::cluster::RedisCluster::wait_healthy), which lasts until the failover is over. In a tokio test
 //! call `start_or_skip` before spawning the test's own tasks, or through
-//! `tokio::task::spawn_blocking`, and wait with [`RedisCluster::wait_healthy_async`] while
+//! `tokio::task::spawn_blocking`, and wait with [`RedisCluster::wait_healthy_async`](crate::testkit::cluster::RedisCluster::wait_healthy_async) while
 //! tasks run: it sleeps on the runtime between probes.
 //!
 //! Needs `redis-server` and `redis-cli` (5.0 or later) on `PATH`; without them
