@@ -29,15 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatstream_core::testkit::skip_or_fail;
-use chatstream_core::{
-    ChatRequest, ClientEvent, ClientStream, Fault, FinishReason, Gateway, GatewayConfig,
-    ScriptedBackend, StopOutcome, StreamEvent, StreamKey, Worker, WorkerConfig, WorkerHandle,
-};
-use chatstream_redis::{
-    BusConfig, QueueConfig, RedisCancelChannel, RedisClient, RedisRequestSink, RedisRequestSource,
-    RedisTokenSink, RedisTokenSource,
-};
-use futures::StreamExt;
+use chatstream_core::{ChatRequest, Fault, FinishReason, ScriptedBackend, StopOutcome, StreamKey};
+use chatstream_redis::RedisClient;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
@@ -51,6 +44,9 @@ const STEP: Duration = Duration::from_secs(20);
 const CUT: usize = 20;
 /// Answers asked for after the restart.
 const AFTER: usize = 5;
+
+mod support;
+use support::{first_tokens, follow, pipeline, Outcome, Pipeline};
 
 /// A `redis-server` of this test: free loopback port, its own directory (removed on drop),
 /// killed on drop.
@@ -152,122 +148,6 @@ impl Drop for RedisServer {
     }
 }
 
-/// A worker and a gateway on the Redis queue, bus and cancel channel, each with its own
-/// client, as if in two processes.
-struct Pipeline {
-    worker: WorkerHandle,
-    gateway: Gateway,
-    gateway_client: RedisClient,
-    backend: ScriptedBackend,
-}
-
-async fn pipeline(server: &RedisServer) -> Pipeline {
-    let prefix = "aof:";
-    let worker_client = RedisClient::connect(&server.url(), prefix)
-        .await
-        .expect("worker's client");
-    let gateway_client = RedisClient::connect(&server.url(), prefix)
-        .await
-        .expect("gateway's client");
-    let queue = QueueConfig {
-        // Longer than the outage plus a heartbeat period: nothing is claimed away.
-        claim_idle: Duration::from_secs(15),
-        block: Duration::from_millis(500),
-        ..QueueConfig::default()
-    };
-    let bus = BusConfig {
-        block: Duration::from_secs(1),
-        ..BusConfig::default()
-    };
-    // About 70 words, 80 ms apart: 5.6 s per answer, so all 20 are mid-answer at the crash
-    // and go on after the restart.
-    let backend = ScriptedBackend::default()
-        .with_repeat(4)
-        .with_delay(Duration::from_millis(80));
-    let worker = Worker::builder(
-        Arc::new(
-            RedisRequestSource::new(worker_client.clone(), queue.clone())
-                .await
-                .expect("request source"),
-        ),
-        Arc::new(
-            RedisTokenSink::new(worker_client.clone(), bus.clone())
-                .await
-                .expect("token sink"),
-        ),
-        Arc::new(backend.clone()),
-    )
-    .cancels(Arc::new(RedisCancelChannel::new(worker_client)))
-    .config(WorkerConfig {
-        concurrency: 32,
-        ..WorkerConfig::default()
-    })
-    .build()
-    .spawn();
-    let gateway = Gateway::builder(
-        Arc::new(RedisRequestSink::new(gateway_client.clone(), &queue)),
-        Arc::new(RedisTokenSource::new(gateway_client.clone(), bus)),
-    )
-    .cancels(Arc::new(RedisCancelChannel::new(gateway_client.clone())))
-    .config(GatewayConfig {
-        idle_timeout: Some(Duration::from_secs(60)),
-        ..GatewayConfig::default()
-    })
-    .build();
-    Pipeline {
-        worker,
-        gateway,
-        gateway_client,
-        backend,
-    }
-}
-
-/// What one client saw.
-#[derive(Debug, Default)]
-struct Outcome {
-    /// The text after applying resets, as a UI shows it.
-    text: String,
-    resets: usize,
-    fault: Option<Fault>,
-    finish: Option<FinishReason>,
-}
-
-/// Reads a client stream to its end; `tokens_seen` hears once, after the second token.
-async fn follow(mut stream: ClientStream, tokens_seen: mpsc::UnboundedSender<()>) -> Outcome {
-    let mut out = Outcome::default();
-    let mut tokens = 0;
-    let read = async {
-        while let Some(event) = stream.next().await {
-            match event {
-                ClientEvent::Reset { .. } => {
-                    out.text.clear();
-                    out.resets += 1;
-                }
-                ClientEvent::Envelope(env) => match &env.event {
-                    StreamEvent::Token { text } => {
-                        out.text.push_str(text);
-                        tokens += 1;
-                        if tokens == 2 {
-                            let _ = tokens_seen.send(());
-                        }
-                    }
-                    StreamEvent::End { finish_reason, .. } => {
-                        out.finish = Some(finish_reason.clone());
-                    }
-                    _ => {}
-                },
-                ClientEvent::Fault(f) => out.fault = Some(f),
-            }
-        }
-    };
-    if timeout(CLIENT_LIMIT, read).await.is_err() {
-        out.fault = Some(Fault::Unavailable(format!(
-            "no end within {CLIENT_LIMIT:?}"
-        )));
-    }
-    out
-}
-
 /// Submits `n` requests and follows each in a task; returns the tasks and the channel that
 /// hears when a client has seen its first tokens.
 async fn batch(
@@ -292,25 +172,12 @@ async fn batch(
             .unwrap_or_else(|e| panic!("submit {}: {e}", request.key));
         let (tx, ended) = (tx.clone(), ended.clone());
         clients.spawn(async move {
-            let outcome = follow(stream, tx).await;
+            let outcome = follow(stream, tx, CLIENT_LIMIT).await;
             ended.fetch_add(1, Ordering::SeqCst);
             (request, outcome)
         });
     }
     (clients, rx)
-}
-
-/// Waits until `n` clients have seen their first tokens.
-async fn first_tokens(rx: &mut mpsc::UnboundedReceiver<()>, n: usize) {
-    timeout(STEP, async {
-        for _ in 0..n {
-            rx.recv()
-                .await
-                .expect("a client ended before its second token");
-        }
-    })
-    .await
-    .expect("not every answer started");
 }
 
 /// Crashes the server (SIGKILL), keeps it down for [`DOWNTIME`] (the fault's length, not
@@ -372,11 +239,11 @@ async fn answers_cut_by_a_restart_end_whole_when_redis_keeps_its_data() {
         return;
     };
     server.ready().await;
-    let p = pipeline(&server).await;
+    let p = pipeline(&server.url(), "aof:", 32).await;
     let ended = Arc::new(AtomicUsize::new(0));
 
     let (before, mut started) = batch(&p, "a", CUT, &ended).await;
-    first_tokens(&mut started, CUT).await;
+    first_tokens(&mut started, CUT, STEP).await;
     assert_eq!(
         ended.load(Ordering::SeqCst),
         0,
@@ -440,8 +307,8 @@ async fn answers_cut_by_a_restart_end_whole_when_redis_keeps_its_data() {
     .await
     .expect("submit hung")
     .expect("submit");
-    let stopped = tokio::spawn(follow(stream, tx));
-    first_tokens(&mut rx, 1).await;
+    let stopped = tokio::spawn(follow(stream, tx, CLIENT_LIMIT));
+    first_tokens(&mut rx, 1, STEP).await;
     let outcome = timeout(STEP, p.gateway.stop(&key))
         .await
         .expect("stop hung")
@@ -462,11 +329,11 @@ async fn answers_cut_by_a_restart_that_loses_the_data_end_whole_or_with_history_
         return;
     };
     server.ready().await;
-    let p = pipeline(&server).await;
+    let p = pipeline(&server.url(), "aof:", 32).await;
     let ended = Arc::new(AtomicUsize::new(0));
 
     let (before, mut started) = batch(&p, "a", CUT, &ended).await;
-    first_tokens(&mut started, CUT).await;
+    first_tokens(&mut started, CUT, STEP).await;
     assert_eq!(ended.load(Ordering::SeqCst), 0);
     let down = crash_and_restart(&mut server).await;
 

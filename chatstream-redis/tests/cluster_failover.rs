@@ -27,16 +27,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatstream_core::{
-    ChatRequest, ClientEvent, ClientStream, Fault, FinishReason, Gateway, GatewayConfig,
-    ScriptedBackend, StreamEvent, StreamKey, Worker, WorkerConfig, WorkerHandle,
-};
+use chatstream_core::{ChatRequest, Fault, FinishReason, ScriptedBackend, StreamKey};
 use chatstream_redis::testkit::cluster::RedisCluster;
-use chatstream_redis::{
-    BusConfig, QueueConfig, RedisCancelChannel, RedisClient, RedisRequestSink, RedisRequestSource,
-    RedisTokenSink, RedisTokenSource,
-};
-use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
@@ -58,127 +50,8 @@ const AFTER: usize = 5;
 /// Prefix of every key of this test (the cluster is the test's own).
 const PREFIX: &str = "failover:";
 
-/// A worker and a gateway on the Redis queue, bus and cancel channel, each with its own
-/// client, as if in two processes.
-struct Pipeline {
-    worker: WorkerHandle,
-    gateway: Gateway,
-    gateway_client: RedisClient,
-    queue: QueueConfig,
-    backend: ScriptedBackend,
-}
-
-async fn pipeline(url: &str) -> Pipeline {
-    let worker_client = RedisClient::connect(url, PREFIX)
-        .await
-        .expect("worker's client");
-    let gateway_client = RedisClient::connect(url, PREFIX)
-        .await
-        .expect("gateway's client");
-    assert!(
-        worker_client.is_cluster() && gateway_client.is_cluster(),
-        "{url} did not give cluster clients"
-    );
-    let queue = QueueConfig {
-        // Longer than the failover plus a heartbeat period: nothing is claimed away.
-        claim_idle: Duration::from_secs(15),
-        block: Duration::from_millis(500),
-        ..QueueConfig::default()
-    };
-    let bus = BusConfig {
-        block: Duration::from_secs(1),
-        ..BusConfig::default()
-    };
-    // About 70 words, 80 ms apart: 5.6 s per answer, so all 50 are mid-answer at the kill
-    // and go on after the failover.
-    let backend = ScriptedBackend::default()
-        .with_repeat(4)
-        .with_delay(Duration::from_millis(80));
-    let worker = Worker::builder(
-        Arc::new(
-            RedisRequestSource::new(worker_client.clone(), queue.clone())
-                .await
-                .expect("request source"),
-        ),
-        Arc::new(
-            RedisTokenSink::new(worker_client.clone(), bus.clone())
-                .await
-                .expect("token sink"),
-        ),
-        Arc::new(backend.clone()),
-    )
-    .cancels(Arc::new(RedisCancelChannel::new(worker_client)))
-    .config(WorkerConfig {
-        // Every answer at once: all of them are cut by the kill.
-        concurrency: 64,
-        ..WorkerConfig::default()
-    })
-    .build()
-    .spawn();
-    let gateway = Gateway::builder(
-        Arc::new(RedisRequestSink::new(gateway_client.clone(), &queue)),
-        Arc::new(RedisTokenSource::new(gateway_client.clone(), bus)),
-    )
-    .cancels(Arc::new(RedisCancelChannel::new(gateway_client.clone())))
-    .config(GatewayConfig {
-        idle_timeout: Some(Duration::from_secs(60)),
-        ..GatewayConfig::default()
-    })
-    .build();
-    Pipeline {
-        worker,
-        gateway,
-        gateway_client,
-        queue,
-        backend,
-    }
-}
-
-/// What one client saw.
-#[derive(Debug, Default)]
-struct Outcome {
-    /// The text after applying resets, as a UI shows it.
-    text: String,
-    resets: usize,
-    fault: Option<Fault>,
-    finish: Option<FinishReason>,
-}
-
-/// Reads a client stream to its end; `tokens_seen` hears once, after the second token.
-async fn follow(mut stream: ClientStream, tokens_seen: mpsc::UnboundedSender<()>) -> Outcome {
-    let mut out = Outcome::default();
-    let mut tokens = 0;
-    let read = async {
-        while let Some(event) = stream.next().await {
-            match event {
-                ClientEvent::Reset { .. } => {
-                    out.text.clear();
-                    out.resets += 1;
-                }
-                ClientEvent::Envelope(env) => match &env.event {
-                    StreamEvent::Token { text } => {
-                        out.text.push_str(text);
-                        tokens += 1;
-                        if tokens == 2 {
-                            let _ = tokens_seen.send(());
-                        }
-                    }
-                    StreamEvent::End { finish_reason, .. } => {
-                        out.finish = Some(finish_reason.clone());
-                    }
-                    _ => {}
-                },
-                ClientEvent::Fault(f) => out.fault = Some(f),
-            }
-        }
-    };
-    if timeout(CLIENT_LIMIT, read).await.is_err() {
-        out.fault = Some(Fault::Unavailable(format!(
-            "no end within {CLIENT_LIMIT:?}"
-        )));
-    }
-    out
-}
+mod support;
+use support::{first_tokens, follow, pipeline, Outcome, Pipeline};
 
 /// The `i`th request of a batch.
 fn request(tag: &str, i: usize) -> ChatRequest {
@@ -224,7 +97,7 @@ async fn batch(p: &Pipeline, tag: &str, n: usize, ended: &Arc<AtomicUsize>) -> B
         };
         let (tx, ended) = (tx.clone(), ended.clone());
         clients.spawn(async move {
-            let outcome = follow(stream, tx).await;
+            let outcome = follow(stream, tx, CLIENT_LIMIT).await;
             ended.fetch_add(1, Ordering::SeqCst);
             (request, outcome)
         });
@@ -234,19 +107,6 @@ async fn batch(p: &Pipeline, tag: &str, n: usize, ended: &Arc<AtomicUsize>) -> B
         started,
         failed_submits,
     }
-}
-
-/// Waits until `n` clients have seen their first tokens.
-async fn first_tokens(rx: &mut mpsc::UnboundedReceiver<()>, n: usize) {
-    timeout(STEP, async {
-        for _ in 0..n {
-            rx.recv()
-                .await
-                .expect("a client ended before its second token");
-        }
-    })
-    .await
-    .expect("not every answer started");
 }
 
 /// How a batch ended: whole answers, `history lost` endings, resets in all, and every
@@ -295,12 +155,18 @@ async fn answers_cut_by_a_master_failover_end_whole_or_with_history_lost() {
     let Some(mut cluster) = RedisCluster::start_or_skip() else {
         return;
     };
-    let p = pipeline(&cluster.url()).await;
+    // Every answer at once: all of them are cut by the kill.
+    let p = pipeline(&cluster.url(), PREFIX, 64).await;
+    assert!(
+        p.gateway_client.is_cluster(),
+        "{} did not give cluster clients",
+        cluster.url()
+    );
     let keys = p.gateway_client.keys().clone();
     let ended = Arc::new(AtomicUsize::new(0));
 
     let mut cut = batch(&p, "a", CUT, &ended).await;
-    first_tokens(&mut cut.started, CUT).await;
+    first_tokens(&mut cut.started, CUT, STEP).await;
     assert_eq!(
         ended.load(Ordering::SeqCst),
         0,
@@ -321,7 +187,9 @@ async fn answers_cut_by_a_master_failover_end_whole_or_with_history_lost() {
             .iter()
             .max_by_key(|&(_, n)| *n)
             .expect("the cluster has masters");
-        let queue_on_victim = cluster.master_of(&keys.queue(&p.queue.name)) == victim;
+        let queue_on_victim = cluster
+            .master_of(&keys.queue(&chatstream_redis::QueueConfig::default().name))
+            == victim;
         let down = Instant::now();
         cluster.kill(victim);
         (victim, streams, queue_on_victim, down)
