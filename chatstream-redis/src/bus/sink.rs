@@ -214,17 +214,33 @@ fn failure(e: &redis::RedisError) -> Error {
     }
 }
 
-/// Sends one round once: the groups of `calls`, in order. On one server, one pipeline
-/// (see [`send_pipelined`]); on a cluster, one script call per hash slot, concurrently (a
-/// script may touch one slot only). The results come back in group order.
+/// Sends one round once: the groups of `calls`, in order (see [`send_pipelined`] and
+/// [`send_cluster`]). The results come back in group order.
 async fn send<'a>(
     client: &RedisClient,
     config: &BusConfig,
     calls: impl Iterator<Item = &'a Call>,
 ) -> redis::RedisResult<Vec<(u64, u64, String)>> {
     let groups: Vec<&Group> = calls.flat_map(|c| &c.groups).collect();
+    if client.is_cluster() {
+        send_cluster(client, config, &groups).await
+    } else {
+        send_pipelined(client, config, &groups).await
+    }
+}
+
+/// `groups` through the script: one call on one server; on a cluster one per hash slot,
+/// concurrently (a script may touch one slot only). Results in group order.
+async fn send_scripts(
+    client: &RedisClient,
+    config: &BusConfig,
+    groups: &[&Group],
+) -> redis::RedisResult<Vec<(u64, u64, String)>> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
     if !client.is_cluster() {
-        return send_pipelined(client, config, &groups).await;
+        return invoke(client, config, groups).await;
     }
     // Group indices per slot, slots in order of first appearance.
     let mut by_slot: Vec<(u16, Vec<usize>)> = Vec::new();
@@ -298,21 +314,7 @@ async fn send_pipelined(
     config: &BusConfig,
     groups: &[&Group],
 ) -> redis::RedisResult<Vec<(u64, u64, String)>> {
-    let check = check_interval(config.max_len.max(1));
-    let mut per_stream: HashMap<&str, usize> = HashMap::with_capacity(groups.len());
-    for g in groups {
-        *per_stream.entry(g.stream.as_str()).or_default() += 1;
-    }
-    let mut parts: Vec<Part> = Vec::new();
-    for (i, g) in groups.iter().enumerate() {
-        if let Some(part) = plain(g, check, per_stream[g.stream.as_str()] == 1, i) {
-            parts.push(part);
-        } else if let Some(Part::Script(members)) = parts.last_mut() {
-            members.push(i);
-        } else {
-            parts.push(Part::Script(vec![i]));
-        }
-    }
+    let parts = plan(groups, config);
     if parts.iter().all(|p| matches!(p, Part::Script(_))) {
         return invoke(client, config, groups).await;
     }
@@ -331,34 +333,9 @@ async fn send_pipelined(
     let mut scripts = invocations.iter();
     for part in &parts {
         match part {
-            Part::Plain(i) => {
-                let g = groups[*i];
-                for (id, json) in &g.entries {
-                    pipe.cmd("XADD")
-                        .arg(&g.stream)
-                        .arg("NOMKSTREAM")
-                        .arg(id)
-                        .arg("env")
-                        .arg(json);
-                }
-                news.push(g.stream.as_str());
-            }
-            Part::Start(i) => {
-                let g = groups[*i];
-                for (id, json) in &g.entries {
-                    pipe.cmd("XADD").arg(&g.stream).arg(id).arg("env").arg(json);
-                }
-                pipe.cmd("HSETNX")
-                    .arg(&g.marker)
-                    .arg("started")
-                    .arg(1)
-                    .cmd("PEXPIRE")
-                    .arg(&g.stream)
-                    .arg(millis(config.idle_expiry))
-                    .cmd("PEXPIRE")
-                    .arg(&g.marker)
-                    .arg(millis(config.idle_expiry + config.tombstone));
-                news.push(g.stream.as_str());
+            Part::Plain(i) | Part::Start(i) => {
+                add_plain(&mut pipe, groups[*i], part, config);
+                news.push(groups[*i].stream.as_str());
             }
             Part::Script(_) => {
                 if let Some(inv) = scripts.next() {
@@ -393,25 +370,8 @@ async fn send_pipelined(
     for part in &parts {
         match part {
             Part::Plain(i) | Part::Start(i) => {
-                let mut clean = true;
-                for _ in &groups[*i].entries {
-                    match replies.next() {
-                        Some(redis::Value::BulkString(_) | redis::Value::SimpleString(_)) => {
-                            out[*i].0 += 1;
-                        }
-                        // No stream, an id already there, or another error: the script
-                        // tells which, exactly.
-                        _ => clean = false,
-                    }
-                }
-                if matches!(part, Part::Start(_)) {
-                    // HSETNX and the two PEXPIREs.
-                    for _ in 0..3 {
-                        if !matches!(replies.next(), Some(redis::Value::Int(_))) {
-                            clean = false;
-                        }
-                    }
-                }
+                let (added, clean) = count_plain(&mut replies, groups[*i], part);
+                out[*i].0 = added;
                 if !clean {
                     recheck.push(*i);
                 }
@@ -426,15 +386,163 @@ async fn send_pipelined(
             }
         }
     }
-    if !recheck.is_empty() {
-        let part: Vec<&Group> = recheck.iter().map(|&i| groups[i]).collect();
-        let results = invoke(client, config, &part).await?;
-        for (&i, (added, stale, error)) in recheck.iter().zip(results) {
-            // What the plain appends added, the script finds in place.
-            out[i] = (out[i].0 + added, stale, error);
+    finish_rechecks(client, config, groups, &recheck, &mut out).await?;
+    Ok(out)
+}
+
+/// One round on a cluster: each group that may go plain ([`plain`]) as a pipeline of its
+/// own (its keys share a slot), the others through the script per slot, all concurrently;
+/// then the rechecks, then one `PUBLISH` of the plain groups' news. A plain group is the
+/// only one of its stream in the round, so nothing orders it against the others.
+async fn send_cluster(
+    client: &RedisClient,
+    config: &BusConfig,
+    groups: &[&Group],
+) -> redis::RedisResult<Vec<(u64, u64, String)>> {
+    let parts = plan(groups, config);
+    let scripted: Vec<usize> = parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::Script(members) => Some(members.iter().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let plain_parts: Vec<(usize, &Part)> = parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::Plain(i) | Part::Start(i) => Some((*i, p)),
+            Part::Script(_) => None,
+        })
+        .collect();
+    let script_groups: Vec<&Group> = scripted.iter().map(|&i| groups[i]).collect();
+    let plains = futures::future::join_all(plain_parts.iter().map(|&(i, part)| async move {
+        let mut pipe = redis::pipe();
+        add_plain(&mut pipe, groups[i], part, config);
+        let mut con = client.shared();
+        con.req_packed_commands(&pipe, 0, pipe.len()).await
+    }));
+    let (plains, scripts) = futures::join!(plains, send_scripts(client, config, &script_groups));
+    let mut out = vec![(0, 0, String::new()); groups.len()];
+    for (&i, result) in scripted.iter().zip(scripts?) {
+        out[i] = result;
+    }
+    let mut recheck = Vec::new();
+    for (&(i, part), reply) in plain_parts.iter().zip(plains) {
+        match reply {
+            Ok(values) => {
+                let (added, clean) = count_plain(&mut values.into_iter(), groups[i], part);
+                out[i].0 = added;
+                if !clean {
+                    recheck.push(i);
+                }
+            }
+            Err(e) if is_transient(&e) => return Err(e),
+            // A command error: the script tells which, exactly.
+            Err(_) => recheck.push(i),
         }
     }
+    finish_rechecks(client, config, groups, &recheck, &mut out).await?;
+    if !plain_parts.is_empty() {
+        let news: Vec<&str> = plain_parts
+            .iter()
+            .map(|&(i, _)| groups[i].stream.as_str())
+            .collect();
+        redis::cmd("PUBLISH")
+            .arg(client.keys().news_channel())
+            .arg(news.join("\n"))
+            .query_async::<()>(&mut client.shared())
+            .await?;
+    }
     Ok(out)
+}
+
+/// The parts of a round, in group order: each group that may go plain, and runs of the
+/// others.
+fn plan(groups: &[&Group], config: &BusConfig) -> Vec<Part> {
+    let check = check_interval(config.max_len.max(1));
+    let mut per_stream: HashMap<&str, usize> = HashMap::with_capacity(groups.len());
+    for g in groups {
+        *per_stream.entry(g.stream.as_str()).or_default() += 1;
+    }
+    let mut parts: Vec<Part> = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        if let Some(part) = plain(g, check, per_stream[g.stream.as_str()] == 1, i) {
+            parts.push(part);
+        } else if let Some(Part::Script(members)) = parts.last_mut() {
+            members.push(i);
+        } else {
+            parts.push(Part::Script(vec![i]));
+        }
+    }
+    parts
+}
+
+/// Adds the commands of a plain group (`part` is [`Part::Plain`] or [`Part::Start`]).
+fn add_plain(pipe: &mut redis::Pipeline, g: &Group, part: &Part, config: &BusConfig) {
+    let start = matches!(part, Part::Start(_));
+    for (id, json) in &g.entries {
+        let cmd = pipe.cmd("XADD").arg(&g.stream);
+        if !start {
+            cmd.arg("NOMKSTREAM");
+        }
+        cmd.arg(id).arg("env").arg(json);
+    }
+    if start {
+        pipe.cmd("HSETNX")
+            .arg(&g.marker)
+            .arg("started")
+            .arg(1)
+            .cmd("PEXPIRE")
+            .arg(&g.stream)
+            .arg(millis(config.idle_expiry))
+            .cmd("PEXPIRE")
+            .arg(&g.marker)
+            .arg(millis(config.idle_expiry + config.tombstone));
+    }
+}
+
+/// Takes the replies of a plain group: how many envelopes were appended, and whether all
+/// were (else the script must look at the group).
+fn count_plain(
+    replies: &mut impl Iterator<Item = redis::Value>,
+    g: &Group,
+    part: &Part,
+) -> (u64, bool) {
+    let (mut added, mut clean) = (0, true);
+    for _ in &g.entries {
+        match replies.next() {
+            Some(redis::Value::BulkString(_) | redis::Value::SimpleString(_)) => added += 1,
+            // No stream, an id already there, or another error.
+            _ => clean = false,
+        }
+    }
+    if matches!(part, Part::Start(_)) {
+        // HSETNX and the two PEXPIREs.
+        for _ in 0..3 {
+            if !matches!(replies.next(), Some(redis::Value::Int(_))) {
+                clean = false;
+            }
+        }
+    }
+    (added, clean)
+}
+
+/// Sends the groups whose plain appends did not all go in through the script, which finds
+/// what they added in place, and merges the results into `out`.
+async fn finish_rechecks(
+    client: &RedisClient,
+    config: &BusConfig,
+    groups: &[&Group],
+    recheck: &[usize],
+    out: &mut [(u64, u64, String)],
+) -> redis::RedisResult<()> {
+    let part: Vec<&Group> = recheck.iter().map(|&i| groups[i]).collect();
+    let results = send_scripts(client, config, &part).await?;
+    for (&i, (added, stale, error)) in recheck.iter().zip(results) {
+        out[i] = (out[i].0 + added, stale, error);
+    }
+    Ok(())
 }
 
 /// The script call of `groups`.
