@@ -63,7 +63,13 @@ pub(crate) fn pids_named(name: &str) -> Vec<u32> {
             let entry = entry.ok()?;
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
             let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
-            (comm.trim_end() == name).then_some(pid)
+            // A zombie (a stopped server not reaped yet) is gone for our purposes.
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let zombie = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next())
+                == Some("Z");
+            (comm.trim_end() == name && !zombie).then_some(pid)
         })
         .collect()
 }
