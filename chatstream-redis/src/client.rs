@@ -94,8 +94,9 @@ impl RedisConfig {
 /// Commands are routed by key and follow `MOVED`/`ASK` redirections and failovers by
 /// themselves; a pipeline whose commands hash to several slots is sent as one command per
 /// key, concurrently, instead of failing with `CROSSSLOT`. Every key this crate writes
-/// carries a hash tag ([`Keys`]), so each script touches one slot; the token sink sends one
-/// script call per slot of a publish. A blocking read goes to a dedicated connection to the
+/// carries a hash tag ([`Keys`]), so each script touches one slot; the token sink sends a
+/// publish as single-slot pipelines and script calls (see [`bus`](crate::bus)). A blocking
+/// read goes to a dedicated connection to the
 /// master serving its key, and moves when the slot does. Pub/sub (cancels, the session
 /// feed, the token bus's news) connects to any live node: Redis forwards classic `PUBLISH`
 /// to every node of the cluster.

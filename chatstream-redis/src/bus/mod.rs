@@ -17,10 +17,15 @@
 //!
 //! A [`RedisTokenSink`] appends in call order however many publishes are in flight
 //! (`WorkerConfig::max_in_flight`): each publish hands its envelopes to the sink's writer
-//! task before it first waits, and the writer sends what is waiting as one script call
-//! covering every stream of every waiting publish, one call at a time. Redis pays for the
-//! script call once per round trip, not once per stream or envelope; batches grow while a
-//! call is out.
+//! task before it first waits, and the writer sends what is waiting as one round covering
+//! every stream of every waiting publish, one round at a time; batches grow while a round
+//! is out. On one server a round is one pipeline: batches in the middle of a stream go as
+//! plain `XADD … NOMKSTREAM` under their entry ids, a stream's first batch as plain `XADD`s
+//! with its marker's start and expiries, and only batches with an `End`, crossing a
+//! multiple of 128 entries, or sharing the round with another batch of their stream go
+//! through the publish script (which checks each entry), in order in the same pipeline. A
+//! plain append that finds no stream or an id already there leaves its batch to the script
+//! after the pipeline. The round ends with one `PUBLISH` of news (see Reading).
 //!
 //! # History and expiry
 //!
@@ -82,9 +87,11 @@
 //! # Redis Cluster
 //!
 //! The keys of one stream (stream and marker) share a hash tag, so each stream lives in one
-//! slot. On a cluster ([`RedisClient`](crate::RedisClient) detects one), a publish sends one
-//! script call per slot of its streams, concurrently (and in call order per stream, as
-//! rounds go out one at a time); a read sends one `XREAD` per slot, together. The news
+//! slot. On a cluster ([`RedisClient`](crate::RedisClient) detects one), a round sends each
+//! batch that may go as plain appends as a pipeline of its own, and the others as one
+//! script call per slot, all concurrently (in call order per stream: a stream with several
+//! batches in a round goes through the script, and rounds go out one at a time); a read
+//! sends one `XREAD` per slot, together. The news
 //! `PUBLISH` reaches every node, so the news connection may be to any of them. A failover
 //! is retried like a restart; a promoted replica that missed acknowledged entries shows as
 //! [`Error::HistoryLost`](chatstream_core::Error::HistoryLost) to the subscriptions that

@@ -1,5 +1,6 @@
-//! [`RedisTokenSink`]: one script call per round trip, covering every stream of every
-//! publish waiting, sent in call order by one writer task.
+//! [`RedisTokenSink`]: one round trip per round, covering every stream of every publish
+//! waiting (plain appends where they can go, the script where an entry needs checking),
+//! sent in call order by one writer task.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -19,7 +20,7 @@ use crate::RedisClient;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest pause between two tries of a round.
 const MAX_BACKOFF: Duration = Duration::from_millis(800);
-/// Envelopes per script call at most (a call holds Redis for its whole run); a single
+/// Envelopes per round at most (a script call holds Redis for its whole run); a single
 /// publish larger than this still goes out whole.
 const MAX_ROUND_ENVELOPES: usize = 4096;
 
@@ -27,12 +28,12 @@ const MAX_ROUND_ENVELOPES: usize = 4096;
 ///
 /// Publishes are appended in call order, whatever the number in flight: a publish hands
 /// its envelopes, already encoded, to the sink's writer task when it is called (before it
-/// first waits), and the writer sends what is waiting as one script call (one round trip
-/// covering every stream of every waiting publish), one call at a time. While a call is out,
-/// the publishes made meanwhile wait and go together in the next one, so batches grow with
-/// the load.
+/// first waits), and the writer sends what is waiting as one round (one round trip
+/// covering every stream of every waiting publish), one round at a time. While a round is
+/// out, the publishes made meanwhile wait and go together in the next one, so batches grow
+/// with the load.
 ///
-/// A call that fails on connection trouble (Redis restarting) is sent again for
+/// A round that fails on connection trouble (Redis restarting) is sent again for
 /// [`BusConfig::retry_for`] (from each publish's call), before anything later; appends are
 /// idempotent, so a try that reached Redis before its connection dropped does no harm.
 #[derive(Debug, Clone)]
