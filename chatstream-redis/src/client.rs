@@ -1,7 +1,8 @@
 //! [`RedisClient`]: the shared connection every component is built from, and
 //! [`RedisConfig`], read from the environment variables seed 004 documents.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{
@@ -117,7 +118,7 @@ enum Backend {
         manager: ConnectionManager,
     },
     Cluster {
-        connection: ClusterConnection,
+        handle: Arc<ClusterHandle>,
         /// The nodes the client was given (each one's password and database settings are
         /// reused for connections to the nodes discovered later).
         seeds: Vec<ConnectionInfo>,
@@ -222,8 +223,13 @@ impl RedisClient {
     pub fn connection(&self) -> RedisConnection {
         match &self.inner.backend {
             Backend::Single { manager, .. } => RedisConnection(Conn::Single(manager.clone())),
-            Backend::Cluster { connection, .. } => {
-                RedisConnection(Conn::Cluster(connection.clone()))
+            Backend::Cluster { handle, .. } => {
+                let (generation, connection) = handle.current();
+                RedisConnection(Conn::Cluster {
+                    connection,
+                    generation,
+                    handle: handle.clone(),
+                })
             }
         }
     }
@@ -320,10 +326,10 @@ impl RedisClient {
 
     /// The masters of a cluster and the slot ranges they serve (`CLUSTER SLOTS`).
     async fn masters(&self) -> redis::RedisResult<Vec<(u16, u16, ConnectionInfo)>> {
-        let Backend::Cluster { connection, seeds } = &self.inner.backend else {
+        let Backend::Cluster { handle, seeds } = &self.inner.backend else {
             return Ok(Vec::new());
         };
-        let mut connection = connection.clone();
+        let mut connection = handle.current().1;
         let reply = connection
             .route_command(
                 &redis::cmd("CLUSTER").arg("SLOTS").clone(),
@@ -366,9 +372,10 @@ impl RedisClient {
         cmd: &Cmd,
     ) -> redis::RedisResult<T> {
         match (&self.inner.backend, node) {
-            (Backend::Cluster { connection, .. }, Some((host, port))) => {
-                let reply = connection
-                    .clone()
+            (Backend::Cluster { handle, .. }, Some((host, port))) => {
+                let reply = handle
+                    .current()
+                    .1
                     .route_command(
                         cmd,
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
@@ -476,7 +483,66 @@ async fn cluster(seeds: Vec<ConnectionInfo>) -> redis::RedisResult<Backend> {
         .response_timeout(RESPONSE_TIMEOUT)
         .build()?;
     let connection = client.get_async_connection().await?;
-    Ok(Backend::Cluster { connection, seeds })
+    Ok(Backend::Cluster {
+        handle: Arc::new(ClusterHandle {
+            client,
+            current: Mutex::new((0, connection)),
+            rebuilding: AtomicBool::new(false),
+        }),
+        seeds,
+    })
+}
+
+/// The cluster connection every clone of a [`RedisClient`] uses, and what it takes to
+/// make a new one.
+///
+/// redis-rs's cluster connection can stay stuck after a master dies while commands to it
+/// are in flight: every later command times out, for minutes, although the cluster has
+/// promoted a replica (seen here with 50 answers streaming when the request queue's master
+/// was killed). So a command that times out, or finds no connection for its slot, has a
+/// new cluster connection made in the background (one at a time), which every connection
+/// handed out afterwards uses; the command itself fails as before, and callers retry what
+/// is safe to retry.
+struct ClusterHandle {
+    client: redis::cluster::ClusterClient,
+    current: Mutex<(u64, ClusterConnection)>,
+    rebuilding: AtomicBool,
+}
+
+impl ClusterHandle {
+    fn current(&self) -> (u64, ClusterConnection) {
+        let c = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        (c.0, c.1.clone())
+    }
+
+    /// Replaces the connection of `generation` (unless that happened already).
+    fn rebuild(self: &Arc<Self>, generation: u64) {
+        if self.current().0 != generation || self.rebuilding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let handle = self.clone();
+        tokio::spawn(async move {
+            let fresh =
+                tokio::time::timeout(RESPONSE_TIMEOUT, handle.client.get_async_connection()).await;
+            match fresh {
+                Ok(Ok(connection)) => {
+                    let mut c = handle.current.lock().unwrap_or_else(|p| p.into_inner());
+                    if c.0 == generation {
+                        *c = (generation + 1, connection);
+                        tracing::info!("redis cluster connection made anew after a timeout");
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "redis cluster reconnect failed"),
+                Err(_) => tracing::warn!("redis cluster reconnect timed out"),
+            }
+            handle.rebuilding.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Whether a cluster command's failure calls for a new cluster connection.
+fn stuck(e: &redis::RedisError) -> bool {
+    e.is_timeout() || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
 }
 
 /// `(start, end, host, port)` of each master's slot range in a `CLUSTER SLOTS` reply.
@@ -531,14 +597,18 @@ pub struct RedisConnection(Conn);
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster {
+        connection: ClusterConnection,
+        generation: u64,
+        handle: Arc<ClusterHandle>,
+    },
 }
 
 impl std::fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.0 {
             Conn::Single(_) => "single",
-            Conn::Cluster(_) => "cluster",
+            Conn::Cluster { .. } => "cluster",
         };
         f.debug_tuple("RedisConnection").field(&kind).finish()
     }
@@ -552,7 +622,17 @@ impl ConnectionLike for RedisConnection {
                     Err(e) if e.is_connection_refusal() => m.send_packed_command(cmd).await,
                     other => other,
                 },
-                Conn::Cluster(c) => c.req_packed_command(cmd).await,
+                Conn::Cluster {
+                    connection,
+                    generation,
+                    handle,
+                } => {
+                    let r = connection.req_packed_command(cmd).await;
+                    if r.as_ref().is_err_and(stuck) {
+                        handle.rebuild(*generation);
+                    }
+                    r
+                }
             }
         })
     }
@@ -571,21 +651,31 @@ impl ConnectionLike for RedisConnection {
                     }
                     other => other,
                 },
-                Conn::Cluster(c) => match c.req_packed_commands(cmd, offset, count).await {
-                    // Refused by the client before anything was sent: split it.
-                    Err(e) if e.kind() == redis::ErrorKind::CrossSlot && offset == 0 => {
-                        let replies = cmd.cmd_iter().map(|one| {
-                            let mut c = c.clone();
-                            async move { c.req_packed_command(one).await }
-                        });
-                        futures::future::join_all(replies)
-                            .await
-                            .into_iter()
-                            .take(count)
-                            .collect()
+                Conn::Cluster {
+                    connection,
+                    generation,
+                    handle,
+                } => {
+                    let r = match connection.req_packed_commands(cmd, offset, count).await {
+                        // Refused by the client before anything was sent: split it.
+                        Err(e) if e.kind() == redis::ErrorKind::CrossSlot && offset == 0 => {
+                            let replies = cmd.cmd_iter().map(|one| {
+                                let mut c = connection.clone();
+                                async move { c.req_packed_command(one).await }
+                            });
+                            futures::future::join_all(replies)
+                                .await
+                                .into_iter()
+                                .take(count)
+                                .collect()
+                        }
+                        other => other,
+                    };
+                    if r.as_ref().is_err_and(stuck) {
+                        handle.rebuild(*generation);
                     }
-                    other => other,
-                },
+                    r
+                }
             }
         })
     }
@@ -593,7 +683,7 @@ impl ConnectionLike for RedisConnection {
     fn get_db(&self) -> i64 {
         match &self.0 {
             Conn::Single(m) => m.get_db(),
-            Conn::Cluster(_) => 0,
+            Conn::Cluster { .. } => 0,
         }
     }
 }

@@ -151,6 +151,25 @@ fn tally(backend: &ScriptedBackend, results: &[(ChatRequest, Outcome)]) -> Tally
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_cut_by_a_master_failover_end_whole_or_with_history_lost() {
+    master_killed(Victim::MostStreams).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_survive_the_failover_of_the_request_queues_master() {
+    master_killed(Victim::QueueMaster).await;
+}
+
+/// Which master the test kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Victim {
+    /// The one serving the most of the answers' token streams.
+    MostStreams,
+    /// The one serving the request queue (the worker's consumer group, its pending
+    /// entries and the ones not taken yet), whatever token streams it also serves.
+    QueueMaster,
+}
+
+async fn master_killed(choice: Victim) {
     // Blocks a few seconds: before any task of the test exists.
     let Some(mut cluster) = RedisCluster::start_or_skip() else {
         return;
@@ -183,13 +202,19 @@ async fn answers_cut_by_a_master_failover_end_whole_or_with_history_lost() {
             let stream = keys.token_stream(&request("a", i).key);
             *streams.entry(cluster.master_of(&stream)).or_default() += 1;
         }
-        let (&victim, _) = streams
-            .iter()
-            .max_by_key(|&(_, n)| *n)
-            .expect("the cluster has masters");
-        let queue_on_victim = cluster
-            .master_of(&keys.queue(&chatstream_redis::QueueConfig::default().name))
-            == victim;
+        let queue_master =
+            cluster.master_of(&keys.queue(&chatstream_redis::QueueConfig::default().name));
+        let victim = match choice {
+            Victim::MostStreams => {
+                *streams
+                    .iter()
+                    .max_by_key(|&(_, n)| *n)
+                    .expect("the cluster has masters")
+                    .0
+            }
+            Victim::QueueMaster => queue_master,
+        };
+        let queue_on_victim = queue_master == victim;
         let down = Instant::now();
         cluster.kill(victim);
         (victim, streams, queue_on_victim, down)
