@@ -252,20 +252,13 @@ impl RedisClient {
     /// A pub/sub connection: to the server, or to the first live node of a cluster (seeds
     /// first, then the masters the cluster names).
     pub(crate) async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        let mut last = None;
-        for info in self.pubsub_nodes().await {
-            let attempt = async {
-                let client = redis::Client::open(info)?;
-                tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
-                    .await
-                    .map_err(|_| timed_out())?
-            };
-            match attempt.await {
-                Ok(ps) => return Ok(ps),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(no_node))
+        self.on_first_node(|info| async {
+            let client = redis::Client::open(info)?;
+            tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+                .await
+                .map_err(|_| timed_out())?
+        })
+        .await
     }
 
     /// A RESP3 connection whose pushes (pub/sub messages, and a `Disconnection` when it
@@ -276,17 +269,17 @@ impl RedisClient {
         pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
         name: &str,
     ) -> redis::RedisResult<MultiplexedConnection> {
-        let mut last = None;
-        for mut info in self.pubsub_nodes().await {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_push_sender(pushes);
+        self.on_first_node(|mut info| {
             info.redis.protocol = redis::ProtocolVersion::RESP3;
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(CONNECT_TIMEOUT)
-                .set_response_timeout(RESPONSE_TIMEOUT)
-                .set_push_sender(pushes.clone());
-            let attempt = async {
+            let config = &config;
+            async move {
                 let client = redis::Client::open(info)?;
                 let mut con = client
-                    .get_multiplexed_async_connection_with_config(&config)
+                    .get_multiplexed_async_connection_with_config(config)
                     .await?;
                 redis::cmd("CLIENT")
                     .arg("SETNAME")
@@ -294,9 +287,22 @@ impl RedisClient {
                     .query_async::<()>(&mut con)
                     .await?;
                 Ok(con)
-            };
-            match attempt.await {
-                Ok(con) => return Ok(con),
+            }
+        })
+        .await
+    }
+
+    /// What `connect` makes of the first node of [`RedisClient::pubsub_nodes`] it succeeds
+    /// on, or the last failure.
+    async fn on_first_node<T, F, Fut>(&self, mut connect: F) -> redis::RedisResult<T>
+    where
+        F: FnMut(ConnectionInfo) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let mut last = None;
+        for info in self.pubsub_nodes().await {
+            match connect(info).await {
+                Ok(c) => return Ok(c),
                 Err(e) => last = Some(e),
             }
         }
@@ -515,6 +521,17 @@ impl ClusterHandle {
         (c.0, c.1.clone())
     }
 
+    /// Has the connection of `generation` replaced when `result` says it may be stuck: a
+    /// timeout, or no connection for the command's slot.
+    fn check<T>(self: &Arc<Self>, generation: u64, result: &redis::RedisResult<T>) {
+        let stuck = result.as_ref().is_err_and(|e| {
+            e.is_timeout() || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
+        });
+        if stuck {
+            self.rebuild(generation);
+        }
+    }
+
     /// Replaces the connection of `generation` (unless that happened already).
     fn rebuild(self: &Arc<Self>, generation: u64) {
         if self.current().0 != generation || self.rebuilding.swap(true, Ordering::AcqRel) {
@@ -538,11 +555,6 @@ impl ClusterHandle {
             handle.rebuilding.store(false, Ordering::Release);
         });
     }
-}
-
-/// Whether a cluster command's failure calls for a new cluster connection.
-fn stuck(e: &redis::RedisError) -> bool {
-    e.is_timeout() || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
 }
 
 /// `(start, end, host, port)` of each master's slot range in a `CLUSTER SLOTS` reply.
@@ -628,9 +640,7 @@ impl ConnectionLike for RedisConnection {
                     handle,
                 } => {
                     let r = connection.req_packed_command(cmd).await;
-                    if r.as_ref().is_err_and(stuck) {
-                        handle.rebuild(*generation);
-                    }
+                    handle.check(*generation, &r);
                     r
                 }
             }
@@ -671,9 +681,7 @@ impl ConnectionLike for RedisConnection {
                         }
                         other => other,
                     };
-                    if r.as_ref().is_err_and(stuck) {
-                        handle.rebuild(*generation);
-                    }
+                    handle.check(*generation, &r);
                     r
                 }
             }
