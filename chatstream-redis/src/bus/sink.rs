@@ -350,14 +350,9 @@ async fn send_pipelined(
         .arg(news.join("\n"))
         .ignore();
     let mut con = client.shared();
-    let replies = match con.req_packed_commands(&pipe, 0, pipe.len()).await {
-        // The server lost the script (a restart, SCRIPT FLUSH): load it, send again.
-        Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
-            PUBLISH.prepare_invoke().load_async(&mut con).await?;
-            con.req_packed_commands(&pipe, 0, pipe.len()).await?
-        }
-        other => other?,
-    };
+    // Command errors come back as values, in place.
+    let replies = con.req_packed_commands(&pipe, 0, pipe.len()).await?;
+    // The server lost the script (a restart, SCRIPT FLUSH): load it, send again.
     if replies
         .iter()
         .any(|r| matches!(r, redis::Value::ServerError(e) if e.code() == "NOSCRIPT"))
