@@ -257,6 +257,13 @@ impl Worker {
         .await
         .is_err()
         {
+            // Requests past `settle` (in-flight gauge down) wait on the broker's ack or nack.
+            tracing::warn!(
+                tasks = tasks.len(),
+                answering = counters.in_flight.load(Ordering::Relaxed),
+                grace = ?config.shutdown_grace,
+                "shutdown grace over with requests still running; giving them back"
+            );
             let _ = abort_tx.send(true);
             while tasks.join_next().await.is_some() {}
         }
