@@ -1,14 +1,14 @@
 //! One client's view of a stream.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::{BoxFuture, Fuse};
-use futures::stream::BoxStream;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, Stream};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
@@ -32,8 +32,14 @@ pub(crate) struct ClientInit {
 /// Dropping it before the end counts as a client disconnect.
 pub struct ClientStream {
     key: StreamKey,
-    inner: BoxStream<'static, ClientEvent>,
+    /// Boxed, so that the stream stays small where a body or a route holds it.
+    state: Box<State>,
+    /// Sees each event before it is yielded ([`ClientStream::observed`]).
+    observer: Option<Observer>,
 }
+
+/// What [`ClientStream::observed`] shows each event to.
+type Observer = Box<dyn FnMut(&ClientEvent) + Send>;
 
 impl std::fmt::Debug for ClientStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,8 +99,8 @@ impl ClientStream {
         };
         Self {
             key,
-            // Boxed, so that each event moves a pointer into the next future, not the state.
-            inner: futures::stream::unfold(Box::new(state), State::next).boxed(),
+            state: Box::new(state),
+            observer: None,
         }
     }
 
@@ -106,18 +112,27 @@ impl ClientStream {
     /// The same stream, showing each event to `observe` before it is yielded (a route that
     /// relays a stream and also keeps what it said, as the Responses API's stored
     /// responses do). Dropping it is still a client disconnect.
-    pub fn observed(self, mut observe: impl FnMut(&ClientEvent) + Send + 'static) -> Self {
-        Self {
-            key: self.key,
-            inner: self.inner.inspect(move |e| observe(e)).boxed(),
-        }
+    pub fn observed(mut self, mut observe: impl FnMut(&ClientEvent) + Send + 'static) -> Self {
+        self.observer = Some(match self.observer.take() {
+            Some(mut before) => Box::new(move |e: &ClientEvent| {
+                before(e);
+                observe(e);
+            }),
+            None => Box::new(observe),
+        });
+        self
     }
 }
 
 impl Stream for ClientStream {
     type Item = ClientEvent;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
-        self.inner.poll_next_unpin(cx)
+        let this = &mut *self;
+        let event = std::task::ready!(this.state.poll_next_event(cx));
+        if let (Some(observe), Some(e)) = (this.observer.as_mut(), event.as_ref()) {
+            observe(e);
+        }
+        Poll::Ready(event)
     }
 }
 
@@ -161,16 +176,16 @@ struct State {
 }
 
 impl State {
-    async fn next(mut self: Box<Self>) -> Option<(ClientEvent, Box<Self>)> {
+    /// The next event for the client; `None` after the End or a fault.
+    fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
         loop {
             if let Some(ev) = self.pending.pop_front() {
-                return Some((ev, self));
+                return Poll::Ready(Some(ev));
             }
             if self.done {
-                return None;
+                return Poll::Ready(None);
             }
-            let msg = self.recv().await;
-            match msg {
+            match std::task::ready!(self.poll_recv(cx)) {
                 HubMsg::Env(env) => self.accept(env),
                 HubMsg::Fault(fault) => {
                     if fault == Fault::SlowConsumer {
@@ -204,68 +219,67 @@ impl State {
         }
     }
 
-    async fn recv(&mut self) -> HubMsg {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<HubMsg> {
         if let Some(env) = self.replay.pop_front() {
-            return HubMsg::Env(env);
+            return Poll::Ready(HubMsg::Env(env));
         }
         if let Some(f) = self.initial_fault.take() {
-            return HubMsg::Fault(f);
+            return Poll::Ready(HubMsg::Fault(f));
         }
         // A gateway shutting down ends the stream at once, whatever is queued.
         if *self.shutdown.borrow() {
-            return HubMsg::Fault(Fault::ShuttingDown);
+            return Poll::Ready(HubMsg::Fault(Fault::ShuttingDown));
         }
         // The common case: the client was woken because an envelope was queued. Take it
-        // without arming the select below (a queue waker, a poll of the timer, a random
-        // branch order), unless the stream's deadline has passed: then the select decides
-        // between the timer and the queue, as before.
-        if self.deadline.is_none_or(|d| d > Instant::now()) {
+        // without registering anything, unless the stream's deadline has passed: then the
+        // timer below decides, before the queue.
+        let now = Instant::now();
+        if self.deadline.is_none_or(|d| d > now) {
             if let Some(m) = self.rx.queue.try_recv() {
+                self.last_activity = now;
+                return Poll::Ready(m);
+            }
+        } else {
+            return Poll::Ready(HubMsg::Fault(Fault::TimedOut));
+        }
+        // Nothing queued: wait for the queue, the gateway's shutdown or the timer, in that
+        // order. Neither of the last two starves: each call checks the shutdown and the
+        // deadline above first, and the idle timer matters only while the queue is empty.
+        match self.rx.queue.poll_recv(cx) {
+            Poll::Ready(Some(m)) => {
                 self.last_activity = Instant::now();
-                return m;
+                return Poll::Ready(m);
             }
+            Poll::Ready(None) if self.rx.queue.lagged() => {
+                return Poll::Ready(HubMsg::Fault(Fault::SlowConsumer))
+            }
+            Poll::Ready(None) => {
+                return Poll::Ready(HubMsg::Fault(Fault::Unavailable(
+                    "the stream closed before its end".into(),
+                )))
+            }
+            Poll::Pending => {}
         }
-        let due = self.due();
-        if let Some(due) = due {
-            if self.timer.is_none() {
-                self.timer = Some(Box::pin(tokio::time::sleep_until(due)));
-            }
+        if self.shutting_down.poll_unpin(cx).is_ready() {
+            return Poll::Ready(HubMsg::Fault(Fault::ShuttingDown));
         }
-        let msg = loop {
-            let timer = async {
-                match self.timer.as_mut() {
-                    Some(t) => t.as_mut().await,
-                    None => std::future::pending().await,
-                }
-            };
-            // The queue first: a client woken for an envelope takes it without polling the
-            // shutdown waiter and the timer. Neither starves: each recv checks the shutdown
-            // and the deadline above before waiting, and the idle timer matters only while
-            // the queue is empty.
-            let fired = tokio::select! {
-                biased;
-                r = self.rx.queue.recv() => Some(r),
-                _ = &mut self.shutting_down => break HubMsg::Fault(Fault::ShuttingDown),
-                _ = timer => None,
-            };
-            match fired {
-                Some(Some(m)) => break m,
-                Some(None) if self.rx.queue.lagged() => break HubMsg::Fault(Fault::SlowConsumer),
-                Some(None) => {
-                    break HubMsg::Fault(Fault::Unavailable(
-                        "the stream closed before its end".into(),
-                    ))
-                }
-                // The timer fired at the due time it was set to; activity since may have
-                // moved that later.
-                None => match (self.due(), self.timer.as_mut()) {
-                    (Some(due), Some(t)) if due > Instant::now() => t.as_mut().reset(due),
-                    _ => break HubMsg::Fault(Fault::TimedOut),
-                },
-            }
+        let Some(due) = self.due() else {
+            return Poll::Pending;
         };
-        self.last_activity = Instant::now();
-        msg
+        // The timer is set once and moved only when it fires before the (since moved) due
+        // time: arming a timer per envelope cost a timer-wheel insertion and removal each.
+        let mut timer = self
+            .timer
+            .take()
+            .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(due)));
+        while timer.as_mut().poll(cx).is_ready() {
+            match self.due() {
+                Some(due) if due > Instant::now() => timer.as_mut().reset(due),
+                _ => return Poll::Ready(HubMsg::Fault(Fault::TimedOut)),
+            }
+        }
+        self.timer = Some(timer);
+        Poll::Pending
     }
 
     /// Whether `env` continues what the client has: the next seq, or the first envelope of

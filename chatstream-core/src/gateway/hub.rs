@@ -2,18 +2,17 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::client::{ClientInit, ClientStream};
 use super::Inner;
-use crate::{Error, Fault, StreamEvent, StreamKey, TokenEnvelope};
+use crate::{EnvelopeReceiver, Error, Fault, StreamEvent, StreamKey, Subscription, TokenEnvelope};
 
 #[derive(Debug, Clone)]
 pub(crate) enum HubMsg {
@@ -65,22 +64,20 @@ impl ClientQueue {
         queued
     }
 
-    /// The next message; `None` once a cut-off client has read what was queued.
-    pub(crate) async fn recv(&self) -> Option<HubMsg> {
-        std::future::poll_fn(|cx| {
-            let mut q = self.lock();
-            if let Some(m) = q.items.pop_front() {
-                return Poll::Ready(Some(m));
-            }
-            if q.lagged {
-                return Poll::Ready(None);
-            }
-            if !q.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                q.waker = Some(cx.waker().clone());
-            }
-            Poll::Pending
-        })
-        .await
+    /// The next message, or the waker registered for it; `None` once a cut-off client has
+    /// read what was queued.
+    pub(crate) fn poll_recv(&self, cx: &mut std::task::Context<'_>) -> Poll<Option<HubMsg>> {
+        let mut q = self.lock();
+        if let Some(m) = q.items.pop_front() {
+            return Poll::Ready(Some(m));
+        }
+        if q.lagged {
+            return Poll::Ready(None);
+        }
+        if !q.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            q.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// The next message if one is queued, without waiting or registering a waker.
@@ -143,11 +140,26 @@ pub(crate) struct Hub {
     state: Mutex<HubState>,
     /// Envelopes a client may fall behind (its queue's bound).
     buffer: usize,
-    pump: Mutex<Option<AbortHandle>>,
+    /// Envelopes kept for clients that join late.
+    history_cap: usize,
+    /// The broker subscription, once made.
+    subscription: Mutex<SubscriptionSlot>,
+    /// For the time-to-first-token metric; weak, as the gateway holds its hubs.
+    inner: Weak<Inner>,
     created: Instant,
     /// Set once the broker subscription is in place (or failed), so a submit never races
     /// ahead of it on brokers that keep no history.
     ready: watch::Sender<bool>,
+}
+
+/// A hub's broker subscription, or what stops it while it is being made.
+#[derive(Debug, Default)]
+struct SubscriptionSlot {
+    subscription: Option<Subscription>,
+    /// The task making the subscription.
+    setup: Option<AbortHandle>,
+    /// The hub stopped: a subscription made after this is dropped at once.
+    stopped: bool,
 }
 
 fn fault_of(e: &Error) -> Fault {
@@ -172,12 +184,18 @@ impl Hub {
             shared,
             state: Mutex::new(HubState::default()),
             buffer: inner.config.client_buffer.max(1),
-            pump: Mutex::new(None),
+            history_cap: inner.config.hub_history.max(1),
+            subscription: Mutex::new(SubscriptionSlot::default()),
+            inner: Arc::downgrade(inner),
             created: Instant::now(),
             ready: watch::channel(false).0,
         });
-        let task = tokio::spawn(pump(hub.clone(), inner.clone()));
-        *hub.pump.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+        let task = tokio::spawn(subscribe(hub.clone(), inner.clone()));
+        let mut slot = hub.lock_subscription();
+        if !slot.stopped && slot.subscription.is_none() {
+            slot.setup = Some(task.abort_handle());
+        }
+        drop(slot);
         hub
     }
 
@@ -193,7 +211,9 @@ impl Hub {
                 ..HubState::default()
             }),
             buffer: buffer.max(1),
-            pump: Mutex::new(None),
+            history_cap: 1,
+            subscription: Mutex::new(SubscriptionSlot::default()),
+            inner: Weak::new(),
             created: Instant::now(),
             ready: watch::channel(true).0,
         })
@@ -214,6 +234,10 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn lock_subscription(&self) -> MutexGuard<'_, SubscriptionSlot> {
+        self.subscription.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether a client resuming after `after_seq` can be served from this hub.
     pub(crate) fn covers(&self, after_seq: Option<u64>) -> bool {
         let st = self.lock();
@@ -231,22 +255,24 @@ impl Hub {
                 .is_none_or(|t| after_seq.is_some_and(|a| a >= t))
     }
 
-    fn deliver(&self, env: TokenEnvelope, inner: &Inner, history_cap: usize) -> bool {
-        let env = Arc::new(env);
+    /// Keeps `env` and queues it for every client; true when it is the End.
+    fn deliver(&self, env: Arc<TokenEnvelope>) -> bool {
         let end = env.event.is_end();
         let mut st = self.lock();
         if !st.first_token_seen && matches!(env.event, StreamEvent::Token { .. }) {
             st.first_token_seen = true;
             if self.start_after.is_none() {
-                let us = u64::try_from(self.created.elapsed().as_micros()).unwrap_or(u64::MAX);
-                inner
-                    .metrics
-                    .ttft_micros_sum
-                    .fetch_add(us, Ordering::Relaxed);
-                inner.metrics.ttft_count.fetch_add(1, Ordering::Relaxed);
+                if let Some(inner) = self.inner.upgrade() {
+                    let us = u64::try_from(self.created.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    inner
+                        .metrics
+                        .ttft_micros_sum
+                        .fetch_add(us, Ordering::Relaxed);
+                    inner.metrics.ttft_count.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
-        if st.history.len() >= history_cap {
+        if st.history.len() >= self.history_cap {
             if let Some(old) = st.history.pop_front() {
                 st.trimmed_upto = Some(old.seq);
             }
@@ -380,42 +406,54 @@ impl Hub {
         self.stop();
     }
 
+    /// Stops the broker subscription (or its making).
     fn stop(&self) {
-        if let Some(h) = self.pump.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            h.abort();
+        let (subscription, setup) = {
+            let mut slot = self.lock_subscription();
+            slot.stopped = true;
+            (slot.subscription.take(), slot.setup.take())
+        };
+        if let Some(task) = setup {
+            task.abort();
         }
+        // Dropped outside the slot's lock: stopping may take the source's own lock.
+        drop(subscription);
     }
 }
 
-async fn pump(hub: Arc<Hub>, inner: Arc<Inner>) {
-    let history_cap = inner.config.hub_history.max(1);
-    let subscribed = inner.tokens.subscribe(&hub.key, hub.start_after).await;
-    let mut stream = match subscribed {
-        Ok(s) => {
-            hub.ready.send_replace(true);
-            s
-        }
-        Err(e) => {
-            hub.fail(fault_of(&e));
-            hub.ready.send_replace(true);
-            return;
-        }
-    };
-    let inner_ref: &Inner = &inner;
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(env) => {
-                if hub.deliver(env, inner_ref, history_cap) {
-                    return;
-                }
-            }
-            Err(e) => {
-                hub.fail(fault_of(&e));
-                return;
-            }
-        }
+impl EnvelopeReceiver for Hub {
+    fn envelope(&self, env: Arc<TokenEnvelope>) -> bool {
+        !self.deliver(env)
     }
-    hub.fail(Fault::Unavailable(
-        "the stream closed before its end".into(),
-    ));
+
+    fn ended(&self, error: Option<Error>) {
+        self.fail(match error {
+            Some(e) => fault_of(&e),
+            None => Fault::Unavailable("the stream closed before its end".into()),
+        });
+    }
+}
+
+/// Makes the hub's broker subscription; the source delivers into the hub from then on.
+async fn subscribe(hub: Arc<Hub>, inner: Arc<Inner>) {
+    let receiver: Arc<dyn EnvelopeReceiver> = hub.clone();
+    let subscribed = inner
+        .tokens
+        .subscribe_into(&hub.key, hub.start_after, receiver)
+        .await;
+    drop(inner);
+    match subscribed {
+        Ok(subscription) => {
+            let mut slot = hub.lock_subscription();
+            slot.setup = None;
+            if slot.stopped {
+                drop(slot);
+                drop(subscription);
+            } else {
+                slot.subscription = Some(subscription);
+            }
+        }
+        Err(e) => hub.fail(fault_of(&e)),
+    }
+    hub.ready.send_replace(true);
 }

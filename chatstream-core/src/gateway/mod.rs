@@ -9,7 +9,7 @@
 mod client;
 mod hub;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -157,7 +157,7 @@ impl GatewayBuilder {
                 tokens: self.tokens,
                 cancels: self.cancels,
                 config: self.config,
-                hubs: Mutex::new(HashMap::new()),
+                hubs: Mutex::new(HashMap::default()),
                 metrics: GatewayMetrics::default(),
                 shutdown: watch::channel(false).0,
             }),

@@ -14,9 +14,9 @@ use tokio_stream::wrappers::BroadcastStream;
 use super::queue::{Payload, QueueState};
 use super::streams::Streams;
 use crate::{
-    Acker, CancelChannel, ChatRequest, Delivery, Destination, EnvelopeStream, Error, MessageSource,
-    RequestSink, Result, SessionFeed, StreamKey, StreamStatus, TokenEnvelope, TokenSink,
-    TokenSource,
+    Acker, CancelChannel, ChatRequest, Delivery, Destination, EnvelopeReceiver, EnvelopeStream,
+    Error, MessageSource, RequestSink, Result, SessionFeed, StreamKey, StreamStatus, Subscription,
+    TokenEnvelope, TokenSink, TokenSource,
 };
 
 pub use super::queue::DeadLetter;
@@ -307,6 +307,17 @@ impl TokenSource for InMemoryBroker {
 
     async fn subscribe(&self, key: &StreamKey, after_seq: Option<u64>) -> Result<EnvelopeStream> {
         self.inner.streams.subscribe(key, after_seq)
+    }
+
+    /// Direct: the publisher's `append` hands each envelope to `receiver`, with no task of
+    /// the subscription's own.
+    async fn subscribe_into(
+        &self,
+        key: &StreamKey,
+        after_seq: Option<u64>,
+        receiver: Arc<dyn EnvelopeReceiver>,
+    ) -> Result<Subscription> {
+        self.inner.streams.subscribe_into(key, after_seq, receiver)
     }
 }
 

@@ -1,18 +1,19 @@
 //! Per-stream logs of the in-memory broker: a bounded replay ring plus live fan-out.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::VecDeque;
 
-use std::sync::Mutex;
+use foldhash::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::{
-    EnvelopeStream, Error, FinishReason, Result, StreamEvent, StreamKey, StreamStatus,
-    TokenEnvelope,
+    EnvelopeReceiver, EnvelopeStream, Error, FinishReason, Result, StreamEvent, StreamKey,
+    StreamStatus, Subscription, TokenEnvelope,
 };
 
 #[derive(Debug)]
@@ -23,6 +24,8 @@ struct StreamLog {
     ended: bool,
     last_activity: Instant,
     tx: broadcast::Sender<Arc<TokenEnvelope>>,
+    /// The `subscribe_into` receivers, called by `append` under the lock, by id.
+    receivers: Vec<(u64, Arc<dyn EnvelopeReceiver>)>,
 }
 
 impl StreamLog {
@@ -33,6 +36,7 @@ impl StreamLog {
             ended: false,
             last_activity: now,
             tx: broadcast::channel(LIVE_CAPACITY).0,
+            receivers: Vec::new(),
         }
     }
 }
@@ -55,16 +59,18 @@ pub(crate) struct Streams {
     retention: Duration,
     stale_after: Duration,
     last_sweep: Mutex<Instant>,
+    next_receiver: AtomicU64,
 }
 
 impl Streams {
     pub(crate) fn new(capacity: usize, retention: Duration, stale_after: Duration) -> Self {
         Self {
-            logs: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::default()),
             capacity: capacity.max(1),
             retention,
             stale_after,
             last_sweep: Mutex::new(Instant::now()),
+            next_receiver: AtomicU64::new(0),
         }
     }
 
@@ -94,8 +100,12 @@ impl Streams {
                         log.evicted_upto = Some(old.seq);
                     }
                 }
-                log.entries.push_back(env.clone());
-                let _ = log.tx.send(env);
+                if log.tx.receiver_count() > 0 {
+                    let _ = log.tx.send(env.clone());
+                }
+                // Under the lock, so each receiver gets every stream's envelopes in order.
+                log.receivers.retain(|(_, r)| r.envelope(env.clone()));
+                log.entries.push_back(env);
             }
         }
         self.maybe_sweep(now);
@@ -124,7 +134,9 @@ impl Streams {
                 log.entries.extend(end);
                 return true;
             }
-            idle < self.stale_after.max(self.retention) || log.tx.receiver_count() > 0
+            idle < self.stale_after.max(self.retention)
+                || log.tx.receiver_count() > 0
+                || !log.receivers.is_empty()
         });
     }
 
@@ -195,6 +207,64 @@ impl Streams {
             done: false,
         };
         Ok(futures::stream::unfold(state, Sub::next).boxed())
+    }
+}
+
+impl Streams {
+    /// [`TokenSource::subscribe_into`](crate::TokenSource::subscribe_into): the replay is
+    /// handed to `receiver` at once, then every envelope from inside `append`, all under the
+    /// lock so nothing falls between them or comes out of order.
+    pub(crate) fn subscribe_into(
+        self: &Arc<Self>,
+        key: &StreamKey,
+        after_seq: Option<u64>,
+        receiver: Arc<dyn EnvelopeReceiver>,
+    ) -> Result<Subscription> {
+        let now = Instant::now();
+        let mut logs = self.lock();
+        let log = logs
+            .entry(key.clone())
+            .or_insert_with(|| StreamLog::new(now));
+        if let Some(evicted) = log.evicted_upto {
+            if after_seq.is_none_or(|a| evicted > a) {
+                return Err(Error::HistoryLost {
+                    after_seq: after_seq.unwrap_or(0),
+                });
+            }
+        }
+        let mut replay = log
+            .entries
+            .iter()
+            .filter(|e| after_seq.is_none_or(|a| e.seq > a))
+            .peekable();
+        let mut wants_more = true;
+        if replay.peek().is_none() && log.ended {
+            // Resumed at or after the End: the End again, so the receiver learns it is over.
+            if let Some(end) = log.entries.back() {
+                wants_more = receiver.envelope(end.clone());
+            }
+        }
+        for env in replay {
+            if !receiver.envelope(env.clone()) {
+                wants_more = false;
+                break;
+            }
+        }
+        if !wants_more {
+            return Ok(Subscription::on_drop(|| {}));
+        }
+        let id = self.next_receiver.fetch_add(1, Ordering::Relaxed);
+        log.receivers.push((id, receiver));
+        drop(logs);
+        let streams: Weak<Self> = Arc::downgrade(self);
+        let key = key.clone();
+        Ok(Subscription::on_drop(move || {
+            if let Some(streams) = streams.upgrade() {
+                if let Some(log) = streams.lock().get_mut(&key) {
+                    log.receivers.retain(|(i, _)| *i != id);
+                }
+            }
+        }))
     }
 }
 

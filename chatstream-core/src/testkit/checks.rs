@@ -173,8 +173,63 @@ pub async fn replay_after_seq<H: Harness + ?Sized>(h: &H) {
             replayed, expected,
             "replay after seq {k} is not exactly what followed it"
         );
+        // The same through `subscribe_into`, as the gateway's hubs subscribe.
+        let (receiver, mut rx) = Collect::channel();
+        let subscription = within(
+            "subscribe_into",
+            source.subscribe_into(&key, Some(k), receiver),
+        )
+        .await
+        .expect("subscribe_into with after_seq");
+        let mut pushed = Vec::new();
+        while pushed
+            .last()
+            .is_none_or(|e: &TokenEnvelope| !e.event.is_end())
+        {
+            match within("replay into a receiver", rx.recv()).await {
+                Some(Ok(env)) => pushed.push(env),
+                Some(Err(e)) => panic!("subscribe_into after seq {k} ended early: {e}"),
+                None => panic!("the receiver was dropped"),
+            }
+        }
+        drop(subscription);
+        assert_eq!(
+            pushed, expected,
+            "subscribe_into after seq {k} is not exactly what followed it"
+        );
     }
     worker.shutdown().await;
+}
+
+/// What a [`Collect`] sends: an envelope, or why the subscription ended early.
+type Collected = std::result::Result<TokenEnvelope, String>;
+
+/// An [`EnvelopeReceiver`](crate::EnvelopeReceiver) that sends what it gets on a channel.
+#[derive(Debug)]
+struct Collect {
+    tx: tokio::sync::mpsc::UnboundedSender<Collected>,
+}
+
+impl Collect {
+    fn channel() -> (
+        Arc<dyn crate::EnvelopeReceiver>,
+        tokio::sync::mpsc::UnboundedReceiver<Collected>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Arc::new(Self { tx }), rx)
+    }
+}
+
+impl crate::EnvelopeReceiver for Collect {
+    fn envelope(&self, env: Arc<TokenEnvelope>) -> bool {
+        let end = env.event.is_end();
+        self.tx.send(Ok((*env).clone())).is_ok() && !end
+    }
+
+    fn ended(&self, error: Option<crate::Error>) {
+        let why = error.map_or_else(|| "closed before its end".to_owned(), |e| e.to_string());
+        let _ = self.tx.send(Err(why));
+    }
 }
 
 /// A request is acked only after its `End`: a worker that crashes mid-answer leaves it to

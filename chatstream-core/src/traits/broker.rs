@@ -134,11 +134,101 @@ pub trait TokenSource: Send + Sync + Debug + 'static {
     /// stream is over instead of waiting.
     async fn subscribe(&self, key: &StreamKey, after_seq: Option<u64>) -> Result<EnvelopeStream>;
 
+    /// Subscribes like [`TokenSource::subscribe`], but hands each envelope to `receiver` as
+    /// it arrives instead of yielding a stream that a task must poll: the gateway's hubs
+    /// subscribe this way. Same order, replay and errors as `subscribe`; a failure to
+    /// subscribe is returned, a later one goes to [`EnvelopeReceiver::ended`]. Dropping the
+    /// returned [`Subscription`] stops it.
+    ///
+    /// The default polls `subscribe`'s stream on a task of its own, so every source supports
+    /// it. An in-process source calls the receiver from the publisher's own call instead,
+    /// which saves that task and its wake-up for every envelope.
+    async fn subscribe_into(
+        &self,
+        key: &StreamKey,
+        after_seq: Option<u64>,
+        receiver: Arc<dyn EnvelopeReceiver>,
+    ) -> Result<Subscription> {
+        let stream = self.subscribe(key, after_seq).await?;
+        let task = tokio::spawn(pump(stream, receiver));
+        Ok(Subscription::aborting(task.abort_handle()))
+    }
+
     /// The address workers must publish to for this gateway (the reply-to topology), put
     /// into each submitted request's metadata. `None` where routing is by key alone.
     fn reply_address(&self) -> Option<String> {
         None
     }
+}
+
+/// Where a [`TokenSource::subscribe_into`] subscription hands its envelopes, in order.
+///
+/// Called without awaiting, from whatever task the source delivers on (for an in-process
+/// source, the publisher's): an implementation must not block, and should do little more
+/// than queue the envelope and wake whoever reads it.
+pub trait EnvelopeReceiver: Send + Sync + Debug + 'static {
+    /// The next envelope. Returns `false` when the receiver wants no more (it saw the
+    /// `End`, or is gone): the source then drops the subscription.
+    fn envelope(&self, env: Arc<TokenEnvelope>) -> bool;
+
+    /// The subscription ended without an `End`: with the source's error, or `None` when
+    /// the stream closed before its end. Nothing is delivered after it.
+    fn ended(&self, error: Option<crate::Error>);
+}
+
+/// A live subscription made with [`TokenSource::subscribe_into`]; dropping it stops the
+/// deliveries (at the latest after the one in progress).
+pub struct Subscription {
+    stop: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Subscription {
+    /// A subscription stopped by running `stop` (once) when dropped.
+    pub fn on_drop(stop: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self {
+            stop: Some(Box::new(stop)),
+        }
+    }
+
+    /// A subscription served by a task, aborted when dropped.
+    pub fn aborting(task: tokio::task::AbortHandle) -> Self {
+        Self::on_drop(move || task.abort())
+    }
+}
+
+impl Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("live", &self.stop.is_some())
+            .finish()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
+    }
+}
+
+/// The default [`TokenSource::subscribe_into`]: `stream` polled into `receiver`.
+async fn pump(mut stream: EnvelopeStream, receiver: Arc<dyn EnvelopeReceiver>) {
+    use futures::StreamExt;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(env) => {
+                if !receiver.envelope(Arc::new(env)) {
+                    return;
+                }
+            }
+            Err(e) => {
+                receiver.ended(Some(e));
+                return;
+            }
+        }
+    }
+    receiver.ended(None);
 }
 
 /// The control channel: gateways ask workers to stop generating a stream.
@@ -202,6 +292,14 @@ macro_rules! forward {
         impl<T: TokenSource + ?Sized> TokenSource for $ptr<T> {
             async fn subscribe(&self, key: &StreamKey, after_seq: Option<u64>) -> Result<EnvelopeStream> {
                 (**self).subscribe(key, after_seq).await
+            }
+            async fn subscribe_into(
+                &self,
+                key: &StreamKey,
+                after_seq: Option<u64>,
+                receiver: Arc<dyn EnvelopeReceiver>,
+            ) -> Result<Subscription> {
+                (**self).subscribe_into(key, after_seq, receiver).await
             }
             fn reply_address(&self) -> Option<String> { (**self).reply_address() }
             async fn status(&self, key: &StreamKey) -> Result<StreamStatus> { (**self).status(key).await }

@@ -10,8 +10,9 @@ mod transport;
 
 pub use broker::{
     Acker, CancelChannel, Delivery, Destination, DynCancelChannel, DynMessageSource,
-    DynRequestSink, DynSessionFeed, DynTokenSink, DynTokenSource, EnvelopeStream, MessageSource,
-    NoRequestSink, RequestSink, SessionFeed, StreamStatus, TokenSink, TokenSource,
+    DynRequestSink, DynSessionFeed, DynTokenSink, DynTokenSource, EnvelopeReceiver, EnvelopeStream,
+    MessageSource, NoRequestSink, RequestSink, SessionFeed, StreamStatus, Subscription, TokenSink,
+    TokenSource,
 };
 pub use health::{DynHealthCheck, HealthCheck};
 pub use llm::{DynLlmBackend, LlmBackend, LlmEvent, LlmLayer, LlmStream, ToolCall};

@@ -1,6 +1,8 @@
 //! Group commit: envelopes of any streams bound for one destination go out together.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -161,7 +163,7 @@ async fn run(
     counters: Arc<BatchCounters>,
     mut rx: mpsc::Receiver<Item>,
 ) {
-    let mut dests: HashMap<Destination, DestState> = HashMap::new();
+    let mut dests: HashMap<Destination, DestState> = HashMap::default();
     let mut in_flight: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
     let mut queued = 0usize;
     let mut open = true;
