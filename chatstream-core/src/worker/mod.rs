@@ -210,7 +210,6 @@ impl Worker {
             counters.batch.clone(),
         );
         let registry = CancelRegistry::start(cancels).await;
-        let (abort_tx, abort_rx) = watch::channel(false);
         let ctx = Arc::new(request::Ctx {
             sink,
             backend,
@@ -220,7 +219,6 @@ impl Worker {
             feed,
             config: config.clone(),
             counters: counters.clone(),
-            abort: abort_rx,
         });
         let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
         let mut tasks = JoinSet::new();
@@ -264,7 +262,7 @@ impl Worker {
                 grace = ?config.shutdown_grace,
                 "shutdown grace over with requests still running; giving them back"
             );
-            let _ = abort_tx.send(true);
+            ctx.registry.abort_all();
             while tasks.join_next().await.is_some() {}
         }
         drop(ctx);

@@ -1,16 +1,16 @@
 //! Answering one request.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::batch::{Batcher, Tracker};
-use super::cancel::CancelRegistry;
+use super::cancel::{CancelRegistry, Interrupt, ABORTED};
 use super::coalesce::Coalescer;
 use super::metrics::{ModelSeries, Outcome as Settled};
 use super::{Counters, WorkerConfig};
@@ -32,8 +32,6 @@ pub(crate) struct Ctx {
     pub(crate) feed: Option<Arc<DynSessionFeed>>,
     pub(crate) config: WorkerConfig,
     pub(crate) counters: Arc<Counters>,
-    /// Set when the shutdown grace period is over: give requests back.
-    pub(crate) abort: watch::Receiver<bool>,
 }
 
 /// How often a quiet generation checks whether the broker took its request back.
@@ -229,7 +227,7 @@ async fn answer(
                 &request,
                 &conv,
                 &mut out,
-                &guard.notify,
+                &guard.interrupt,
                 &mut answer,
                 &series,
             )
@@ -407,7 +405,7 @@ async fn generate(
     request: &ChatRequest,
     conversation: &Conversation,
     out: &mut Emitter<'_>,
-    cancel: &tokio::sync::Notify,
+    interrupt: &Interrupt,
     answer: &mut String,
     series: &ModelSeries,
 ) -> Outcome {
@@ -425,27 +423,72 @@ async fn generate(
         }
     }
     let deadline = Instant::now() + ctx.config.generation_timeout;
-    let mut abort = ctx.abort.clone();
     let acker = out.acker;
-    let lost = async move {
+    let started = Instant::now();
+    // One timer for the generation's deadline, the check whether the broker took the
+    // request back (every `LOST_CHECK` while quiet) and the coalescer's flush: made once,
+    // moved only when the earliest of them changes.
+    let mut lost_check = started + LOST_CHECK;
+    let timer = tokio::time::sleep_until(deadline.min(lost_check));
+    tokio::pin!(timer);
+    // Polls the timer; `Some` when one of its causes is due. Moves it to the next cause.
+    let mut timer_due = |timer: std::pin::Pin<&mut tokio::time::Sleep>,
+                         flush_at: Option<Instant>,
+                         cx: &mut std::task::Context<'_>|
+     -> Option<Step> {
+        let mut timer = timer;
         loop {
-            tokio::time::sleep(LOST_CHECK).await;
-            if acker.is_lost() {
-                return;
+            let due = flush_at.map_or(deadline.min(lost_check), |f| {
+                f.min(deadline).min(lost_check)
+            });
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            let now = Instant::now();
+            if flush_at.is_some_and(|f| f <= now) {
+                return Some(Step::Flush);
+            }
+            if deadline <= now {
+                return Some(Step::Timeout);
+            }
+            if lost_check <= now {
+                if acker.is_lost() {
+                    return Some(Step::Abort);
+                }
+                lost_check = now + LOST_CHECK;
             }
         }
     };
-    tokio::pin!(lost);
-    let started = Instant::now();
+    let interrupted = |raised: u8| {
+        if raised & ABORTED != 0 {
+            Step::Abort
+        } else {
+            Step::Cancel
+        }
+    };
+    let opened = std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(raised) = interrupt.poll_raised(cx) {
+            return std::task::Poll::Ready(interrupted(raised));
+        }
+        if let Some(step) = timer_due(timer.as_mut(), None, cx) {
+            return std::task::Poll::Ready(step);
+        }
+        std::task::Poll::Pending
+    });
     let mut events = tokio::select! {
+        biased;
+        step = opened => match step {
+            Step::Cancel => return Outcome::Cancelled { usage: counted_usage(request, conversation, None, 0) },
+            Step::Timeout => return Outcome::Failed(Error::Timeout("generation")),
+            _ => return Outcome::GiveBack(Error::Cancelled),
+        },
         r = ctx.backend.stream(request, conversation) => match r {
             Ok(s) => s,
             Err(e) => return Outcome::Failed(e),
         },
-        _ = cancel.notified() => return Outcome::Cancelled { usage: counted_usage(request, conversation, None, 0) },
-        _ = abort.wait_for(|a| *a) => return Outcome::GiveBack(Error::Cancelled),
-        _ = &mut lost => return Outcome::GiveBack(Error::Cancelled),
-        _ = tokio::time::sleep_until(deadline) => return Outcome::Failed(Error::Timeout("generation")),
     };
     let mut coalescer = Coalescer::new(ctx.config.coalesce);
     let mut usage = None;
@@ -461,31 +504,31 @@ async fn generate(
         .map(|tools| tools.into_iter().map(|t| t.name).collect())
         .unwrap_or_default();
     let mut called_client = false;
-    // Created once, not per token: registering a waiter and two timers per token, and
-    // dropping them again, cost more than the rest of the pipeline together.
-    let cancelled = cancel.notified();
-    let aborted = abort.wait_for(|a| *a);
-    let timeout = tokio::time::sleep_until(deadline);
-    let flush = tokio::time::sleep_until(deadline);
-    tokio::pin!(cancelled, aborted, timeout, flush);
-    let mut armed: Option<Instant> = None;
     loop {
         let flush_at = coalescer.deadline();
-        if let Some(t) = flush_at {
-            if armed != Some(t) {
-                flush.as_mut().reset(t);
-                armed = Some(t);
+        // In order: a cancel or abort, a due flush, the backend's next event, then (only
+        // when the backend has nothing) the interrupt's waker and the timer. A token that
+        // is ready costs an atomic load and the backend's poll, nothing registered.
+        let step = std::future::poll_fn(|cx| {
+            let raised = interrupt.raised();
+            if raised != 0 {
+                return std::task::Poll::Ready(interrupted(raised));
             }
-        }
-        let step = tokio::select! {
-            biased;
-            _ = &mut cancelled => Step::Cancel,
-            _ = &mut aborted => Step::Abort,
-            _ = &mut flush, if flush_at.is_some() => { armed = None; Step::Flush },
-            ev = events.next() => Step::Event(ev),
-            _ = &mut timeout => Step::Timeout,
-            _ = &mut lost => Step::Abort,
-        };
+            if flush_at.is_some_and(|f| f <= Instant::now()) {
+                return std::task::Poll::Ready(Step::Flush);
+            }
+            if let std::task::Poll::Ready(ev) = events.poll_next_unpin(cx) {
+                return std::task::Poll::Ready(Step::Event(ev));
+            }
+            if let std::task::Poll::Ready(raised) = interrupt.poll_raised(cx) {
+                return std::task::Poll::Ready(interrupted(raised));
+            }
+            match timer_due(timer.as_mut(), flush_at, cx) {
+                Some(step) => std::task::Poll::Ready(step),
+                None => std::task::Poll::Pending,
+            }
+        })
+        .await;
         let text = match step {
             Step::Cancel => {
                 if let Some(t) = coalescer.take(Instant::now()) {
