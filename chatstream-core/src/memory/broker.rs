@@ -294,6 +294,19 @@ impl TokenSink for InMemoryBroker {
         self.inner
             .envelopes
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.inner.streams.append(batch.iter().cloned());
+        Ok(())
+    }
+
+    async fn publish_owned(
+        &self,
+        _destination: &Destination,
+        batch: Vec<TokenEnvelope>,
+    ) -> Result<()> {
+        self.inner.publishes.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .envelopes
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.inner.streams.append(batch);
         Ok(())
     }

@@ -82,7 +82,8 @@ impl Streams {
         self.lock().len()
     }
 
-    pub(crate) fn append(&self, batch: &[TokenEnvelope]) {
+    /// Appends each envelope to its stream's log and hands it to the stream's subscribers.
+    pub(crate) fn append(&self, batch: impl IntoIterator<Item = TokenEnvelope>) {
         let now = Instant::now();
         {
             let mut logs = self.lock();
@@ -90,7 +91,7 @@ impl Streams {
                 let log = logs
                     .entry(env.key.clone())
                     .or_insert_with(|| StreamLog::new(now));
-                let env = Arc::new(env.clone());
+                let env = Arc::new(env);
                 log.last_activity = now;
                 if env.event.is_end() {
                     log.ended = true;

@@ -94,6 +94,17 @@ pub trait TokenSink: Send + Sync + Debug + 'static {
     /// Publishes a batch of envelopes (of any streams) bound for `destination`, in order.
     /// Returns once the broker has accepted all of them.
     async fn publish(&self, destination: &Destination, batch: &[TokenEnvelope]) -> Result<()>;
+
+    /// [`TokenSink::publish`] given the batch to keep: a sink that stores envelopes as they
+    /// are (in process) takes them without a copy. The worker's batcher publishes this way.
+    /// The default publishes a borrow of `batch`.
+    async fn publish_owned(
+        &self,
+        destination: &Destination,
+        batch: Vec<TokenEnvelope>,
+    ) -> Result<()> {
+        self.publish(destination, &batch).await
+    }
 }
 
 /// What a [`TokenSource`] knows of one stream, for a stop or a resume to answer at once
@@ -286,6 +297,9 @@ macro_rules! forward {
             fn destination(&self, request: &ChatRequest) -> Destination { (**self).destination(request) }
             async fn publish(&self, destination: &Destination, batch: &[TokenEnvelope]) -> Result<()> {
                 (**self).publish(destination, batch).await
+            }
+            async fn publish_owned(&self, destination: &Destination, batch: Vec<TokenEnvelope>) -> Result<()> {
+                (**self).publish_owned(destination, batch).await
             }
         }
         #[async_trait]

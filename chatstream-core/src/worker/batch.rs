@@ -185,12 +185,11 @@ async fn run(
                 }
                 st.last_launch = Some(now);
                 let n = st.queue.len().min(config.max_batch);
-                let items: Vec<Item> = st.queue.drain(..n).collect();
                 queued -= n;
                 st.in_flight += 1;
                 let mut batch = Vec::with_capacity(n);
                 let mut trackers = Vec::with_capacity(n);
-                for it in items {
+                for it in st.queue.drain(..n) {
                     batch.push(it.env);
                     trackers.push(it.tracker);
                 }
@@ -202,7 +201,10 @@ async fn run(
                 in_flight.push(
                     async move {
                         let started = std::time::Instant::now();
-                        let r = sink.publish(&dest, &batch).await.map_err(|e| e.to_string());
+                        let r = sink
+                            .publish_owned(&dest, batch)
+                            .await
+                            .map_err(|e| e.to_string());
                         counters.latency.0.observe_duration(started.elapsed());
                         (dest, r, trackers)
                     }

@@ -53,9 +53,19 @@ impl Coalescer {
         }
     }
 
-    /// Adds a delta; returns the text to emit now, if any.
-    pub(crate) fn push(&mut self, text: &str, now: Instant) -> Option<String> {
-        self.buf.push_str(text);
+    /// Adds a delta; returns the text to emit now, if any. With coalescing off (a zero
+    /// window) that is `text` itself, without reading the clock; so is a delta that arrives
+    /// with nothing buffered and the window closed, without a copy.
+    pub(crate) fn push(&mut self, text: String, now: impl FnOnce() -> Instant) -> Option<String> {
+        if self.config.window.is_zero() && self.buf.is_empty() {
+            return Some(text);
+        }
+        let now = now();
+        if self.buf.is_empty() {
+            self.buf = text;
+        } else {
+            self.buf.push_str(&text);
+        }
         let window_closed = self
             .last_emit
             .is_none_or(|t| now.saturating_duration_since(t) >= self.config.window);
@@ -95,9 +105,9 @@ mod tests {
     fn first_token_goes_out_at_once_and_fast_ones_merge() {
         let t0 = Instant::now();
         let mut c = Coalescer::new(CoalesceConfig::default());
-        assert_eq!(c.push("Hel", t0).as_deref(), Some("Hel"));
-        assert_eq!(c.push("lo", t0 + ms(1)), None);
-        assert_eq!(c.push(" wor", t0 + ms(5)), None);
+        assert_eq!(c.push("Hel".into(), || t0).as_deref(), Some("Hel"));
+        assert_eq!(c.push("lo".into(), || t0 + ms(1)), None);
+        assert_eq!(c.push(" wor".into(), || t0 + ms(5)), None);
         assert_eq!(c.deadline(), Some(t0 + ms(10)));
         assert_eq!(c.take(t0 + ms(10)).as_deref(), Some("lo wor"));
         assert_eq!(c.deadline(), None);
@@ -108,7 +118,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Coalescer::new(CoalesceConfig::default());
         for i in 0..5 {
-            assert_eq!(c.push("x", t0 + ms(30 * i)).as_deref(), Some("x"));
+            assert_eq!(c.push("x".into(), || t0 + ms(30 * i)).as_deref(), Some("x"));
         }
     }
 
@@ -119,9 +129,9 @@ mod tests {
             window: ms(10),
             max_bytes: 4,
         });
-        c.push("a", t0);
-        assert_eq!(c.push("bb", t0 + ms(1)), None);
-        assert_eq!(c.push("cc", t0 + ms(2)).as_deref(), Some("bbcc"));
+        c.push("a".into(), || t0);
+        assert_eq!(c.push("bb".into(), || t0 + ms(1)), None);
+        assert_eq!(c.push("cc".into(), || t0 + ms(2)).as_deref(), Some("bbcc"));
     }
 
     #[test]
@@ -129,7 +139,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Coalescer::new(CoalesceConfig::off());
         for _ in 0..3 {
-            assert_eq!(c.push("t", t0).as_deref(), Some("t"));
+            assert_eq!(c.push("t".into(), || t0).as_deref(), Some("t"));
         }
     }
 }

@@ -561,7 +561,7 @@ async fn generate(
                         return Outcome::GiveBack(e);
                     }
                 }
-                coalescer.push(&t, Instant::now())
+                coalescer.push(t, Instant::now)
             }
             Step::Event(Some(Ok(LlmEvent::Usage(u)))) => {
                 usage = Some(u);
