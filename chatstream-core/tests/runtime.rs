@@ -546,6 +546,44 @@ async fn a_stream_that_never_starts_times_out_instead_of_hanging() {
     assert_eq!(events, vec![ClientEvent::Fault(Fault::TimedOut)]);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_goes_quiet_times_out_an_idle_period_after_its_last_token() {
+    use chatstream_core::TokenSink;
+
+    let broker = InMemoryBroker::new();
+    let gw = gateway(
+        &broker,
+        GatewayConfig {
+            idle_timeout: Some(Duration::from_secs(5)),
+            ..GatewayConfig::default()
+        },
+    );
+    let key = StreamKey::new("quiet", "stream");
+    let mut client = gw.subscribe(&key, None).await.unwrap();
+    let started = tokio::time::Instant::now();
+    // A token every 3 s keeps the stream alive past the first idle period (the timer set
+    // when the client came moves later with each token), then nothing more.
+    for seq in 0..3 {
+        let env = TokenEnvelope::new(key.clone(), 1, seq, StreamEvent::token(format!("t{seq}")));
+        broker.publish(&Default::default(), &[env]).await.unwrap();
+        let got = within(client.next()).await;
+        assert!(
+            matches!(&got, Some(ClientEvent::Envelope(e)) if e.seq == seq),
+            "{got:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let last_token = started + Duration::from_secs(6);
+    let got = within(client.next()).await;
+    assert_eq!(got, Some(ClientEvent::Fault(Fault::TimedOut)));
+    assert_eq!(
+        tokio::time::Instant::now() - last_token,
+        Duration::from_secs(5),
+        "timed out an idle period after the last token"
+    );
+    assert_eq!(within(client.next()).await, None);
+}
+
 #[test]
 fn seq_numbers_of_a_new_attempt_stay_above_the_old_ones() {
     assert_eq!(TokenEnvelope::seq_base(1), 0);

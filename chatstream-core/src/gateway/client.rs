@@ -91,6 +91,7 @@ impl ClientStream {
             deadline,
             last_activity: now,
             timer: None,
+            registered: None,
             lease: Lease {
                 hub,
                 inner,
@@ -172,6 +173,8 @@ struct State {
     /// One timer for both timeouts, made once and moved only when it fires early: arming a
     /// timer per envelope cost a timer-wheel insertion and removal per token.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The waker the shutdown waiter and the timer were last polled with.
+    registered: Option<std::task::Waker>,
     lease: Lease,
 }
 
@@ -260,10 +263,30 @@ impl State {
             }
             Poll::Pending => {}
         }
+        // The shutdown waiter and the timer keep the waker they were last polled with and
+        // wake it when they fire. Polled again with the same waker (the connection's task,
+        // woken for the next envelope) they would only register it anew: skip them then,
+        // unless the timer has fired (the shutdown was checked above).
+        let same_task = self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        let due = self.due();
+        let timer_set = match (&self.timer, due) {
+            // Set at or before the due time, which only moves later: it fires in time.
+            (Some(t), Some(due)) => !t.is_elapsed() && t.deadline() <= due,
+            (None, None) => true,
+            _ => false,
+        };
+        if same_task && timer_set {
+            return Poll::Pending;
+        }
         if self.shutting_down.poll_unpin(cx).is_ready() {
             return Poll::Ready(HubMsg::Fault(Fault::ShuttingDown));
         }
-        let Some(due) = self.due() else {
+        self.registered = Some(cx.waker().clone());
+        let Some(due) = due else {
+            self.timer = None;
             return Poll::Pending;
         };
         // The timer is set once and moved only when it fires before the (since moved) due

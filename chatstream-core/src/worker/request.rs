@@ -504,6 +504,7 @@ async fn generate(
         .map(|tools| tools.into_iter().map(|t| t.name).collect())
         .unwrap_or_default();
     let mut called_client = false;
+    let mut registered: Option<std::task::Waker> = None;
     loop {
         let flush_at = coalescer.deadline();
         // In order: a cancel or abort, a due flush, the backend's next event, then (only
@@ -520,6 +521,18 @@ async fn generate(
             if let std::task::Poll::Ready(ev) = events.poll_next_unpin(cx) {
                 return std::task::Poll::Ready(Step::Event(ev));
             }
+            // The interrupt and the timer keep the waker they were last polled with: polled
+            // again with the same one (this task's, woken by the backend), they would only
+            // register it anew. Skip them then, unless the timer fired or must move earlier.
+            // (The timer is set to the earliest of its causes; only the flush can move
+            // earlier than it is set.)
+            if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+                && !timer.is_elapsed()
+                && flush_at.is_none_or(|f| timer.deadline() <= f)
+            {
+                return std::task::Poll::Pending;
+            }
+            registered = Some(cx.waker().clone());
             if let std::task::Poll::Ready(raised) = interrupt.poll_raised(cx) {
                 return std::task::Poll::Ready(interrupted(raised));
             }
