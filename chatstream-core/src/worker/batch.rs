@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::{Destination, DynTokenSink, Error, Result, TokenEnvelope};
 
@@ -70,7 +70,6 @@ impl Tracker {
 }
 
 struct Item {
-    dest: Destination,
     env: TokenEnvelope,
     tracker: Arc<Tracker>,
 }
@@ -84,10 +83,37 @@ pub(crate) struct BatchCounters {
     pub(crate) latency: super::metrics::PublishLatency,
 }
 
-/// Handle to the batcher task.
-#[derive(Debug, Clone)]
+/// Handle to the batcher task. Producers queue envelopes straight into the task's
+/// per-destination queues, under one lock, and wake the task only when it may be idle (the
+/// queues were empty): no channel in between, and each envelope is moved once on its way.
+#[derive(Debug)]
 pub(crate) struct Batcher {
-    tx: mpsc::Sender<Item>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    queues: Mutex<Queues>,
+    /// Wakes the task: something was queued into empty queues, or the handle was dropped.
+    work: Notify,
+    /// Wakes producers waiting for room.
+    room: Notify,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct Queues {
+    dests: HashMap<Destination, DestState>,
+    /// Envelopes queued, all destinations together.
+    queued: usize,
+    /// The handle was dropped: publish what is queued, then stop.
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl std::fmt::Debug for Item {
@@ -112,15 +138,20 @@ pub(crate) struct BatchConfig {
 }
 
 impl Batcher {
-    /// Starts the batcher task; it ends when every handle is dropped and all is published.
+    /// Starts the batcher task; it ends when the handle is dropped and all is published.
     pub(crate) fn spawn(
         sink: Arc<DynTokenSink>,
         config: BatchConfig,
         counters: Arc<BatchCounters>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(config.capacity.max(1));
-        let task = tokio::spawn(run(sink, config, counters, rx));
-        (Self { tx }, task)
+        let shared = Arc::new(Shared {
+            queues: Mutex::new(Queues::default()),
+            work: Notify::new(),
+            room: Notify::new(),
+            capacity: config.capacity.max(1),
+        });
+        let task = tokio::spawn(run(sink, config, counters, shared.clone()));
+        (Self { shared }, task)
     }
 
     /// Queues an envelope for publishing; waits only when the batcher is full.
@@ -132,15 +163,55 @@ impl Batcher {
     ) -> Result<()> {
         tracker.add();
         let item = Item {
-            dest: dest.clone(),
             env,
             tracker: tracker.clone(),
         };
-        if let Err(e) = self.tx.send(item).await {
-            e.0.tracker.done(&Err("worker shutting down".into()));
-            return Err(Error::Closed);
+        let mut item = Some(item);
+        loop {
+            // The waiter for room is made only once the queues were found full.
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            let mut waiting = false;
+            loop {
+                {
+                    let mut q = self.shared.lock();
+                    if q.queued < self.shared.capacity {
+                        let idle = q.queued == 0;
+                        q.queued += 1;
+                        let item = item.take().ok_or(Error::Closed)?;
+                        match q.dests.get_mut(dest) {
+                            Some(st) => st.queue.push_back(item),
+                            None => {
+                                let mut st = DestState::default();
+                                st.queue.push_back(item);
+                                q.dests.insert(dest.clone(), st);
+                            }
+                        }
+                        drop(q);
+                        // With envelopes already queued the task is awake, or looks again
+                        // when its publish in flight returns.
+                        if idle {
+                            self.shared.work.notify_one();
+                        }
+                        return Ok(());
+                    }
+                }
+                if waiting {
+                    break;
+                }
+                // Full: register for room, then look once more before waiting.
+                room.as_mut().enable();
+                waiting = true;
+            }
+            room.await;
         }
-        Ok(())
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.work.notify_one();
     }
 }
 
@@ -149,6 +220,15 @@ struct DestState {
     queue: VecDeque<Item>,
     in_flight: usize,
     last_launch: Option<tokio::time::Instant>,
+}
+
+impl std::fmt::Debug for DestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DestState")
+            .field("queued", &self.queue.len())
+            .field("in_flight", &self.in_flight)
+            .finish()
+    }
 }
 
 type Done = (
@@ -161,87 +241,86 @@ async fn run(
     sink: Arc<DynTokenSink>,
     config: BatchConfig,
     counters: Arc<BatchCounters>,
-    mut rx: mpsc::Receiver<Item>,
+    shared: Arc<Shared>,
 ) {
-    let mut dests: HashMap<Destination, DestState> = HashMap::default();
     let mut in_flight: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
-    let mut queued = 0usize;
-    let mut open = true;
     loop {
         // Launch what may go: at low load this is every envelope as soon as it arrives;
         // at high load envelopes pile up while publishes are in flight and leave together.
         let now = tokio::time::Instant::now();
         let mut wake: Option<tokio::time::Instant> = None;
-        for (dest, st) in dests.iter_mut() {
-            while st.in_flight < config.max_in_flight && !st.queue.is_empty() {
-                if st.queue.len() < config.max_batch && !config.linger.is_zero() {
-                    if let Some(t) = st.last_launch {
-                        let due = t + config.linger;
-                        if due > now {
-                            wake = Some(wake.map_or(due, |w| w.min(due)));
-                            break;
+        let (closed, queued) = {
+            let mut q = shared.lock();
+            let Queues {
+                dests,
+                queued,
+                closed,
+            } = &mut *q;
+            let before = *queued;
+            for (dest, st) in dests.iter_mut() {
+                while st.in_flight < config.max_in_flight && !st.queue.is_empty() {
+                    if st.queue.len() < config.max_batch && !config.linger.is_zero() {
+                        if let Some(t) = st.last_launch {
+                            let due = t + config.linger;
+                            if due > now {
+                                wake = Some(wake.map_or(due, |w| w.min(due)));
+                                break;
+                            }
                         }
                     }
-                }
-                st.last_launch = Some(now);
-                let n = st.queue.len().min(config.max_batch);
-                queued -= n;
-                st.in_flight += 1;
-                let mut batch = Vec::with_capacity(n);
-                let mut trackers = Vec::with_capacity(n);
-                for it in st.queue.drain(..n) {
-                    batch.push(it.env);
-                    trackers.push(it.tracker);
-                }
-                counters.publishes.fetch_add(1, Ordering::Relaxed);
-                counters.envelopes.fetch_add(n as u64, Ordering::Relaxed);
-                let sink = sink.clone();
-                let dest = dest.clone();
-                let counters = counters.clone();
-                in_flight.push(
-                    async move {
-                        let started = std::time::Instant::now();
-                        let r = sink
-                            .publish_owned(&dest, batch)
-                            .await
-                            .map_err(|e| e.to_string());
-                        counters.latency.0.observe_duration(started.elapsed());
-                        (dest, r, trackers)
+                    st.last_launch = Some(now);
+                    let n = st.queue.len().min(config.max_batch);
+                    *queued -= n;
+                    st.in_flight += 1;
+                    let mut batch = Vec::with_capacity(n);
+                    let mut trackers = Vec::with_capacity(n);
+                    for it in st.queue.drain(..n) {
+                        batch.push(it.env);
+                        trackers.push(it.tracker);
                     }
-                    .boxed(),
-                );
+                    counters.publishes.fetch_add(1, Ordering::Relaxed);
+                    counters.envelopes.fetch_add(n as u64, Ordering::Relaxed);
+                    let sink = sink.clone();
+                    let dest = dest.clone();
+                    let counters = counters.clone();
+                    in_flight.push(
+                        async move {
+                            let started = std::time::Instant::now();
+                            let r = sink
+                                .publish_owned(&dest, batch)
+                                .await
+                                .map_err(|e| e.to_string());
+                            counters.latency.0.observe_duration(started.elapsed());
+                            (dest, r, trackers)
+                        }
+                        .boxed(),
+                    );
+                }
             }
-        }
-        let linger = config.linger;
-        dests.retain(|_, st| {
-            st.in_flight > 0
-                || !st.queue.is_empty()
-                || st
-                    .last_launch
-                    .is_some_and(|t| now.duration_since(t) < linger)
-        });
-        if !open && in_flight.is_empty() && queued == 0 {
+            let linger = config.linger;
+            dests.retain(|_, st| {
+                st.in_flight > 0
+                    || !st.queue.is_empty()
+                    || st
+                        .last_launch
+                        .is_some_and(|t| now.duration_since(t) < linger)
+            });
+            if *queued < before {
+                shared.room.notify_waiters();
+            }
+            (*closed, *queued)
+        };
+        if closed && in_flight.is_empty() && queued == 0 {
             return;
         }
         tokio::select! {
-            item = rx.recv(), if open && queued < config.capacity => match item {
-                Some(item) => {
-                    enqueue(&mut dests, &mut queued, item);
-                    while queued < config.capacity {
-                        match rx.try_recv() {
-                            Ok(item) => enqueue(&mut dests, &mut queued, item),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                None => open = false,
-            },
+            _ = shared.work.notified() => {}
             _ = tokio::time::sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
             Some((dest, result, trackers)) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Err(e) = &result {
                     tracing::warn!(destination = %dest.0, error = %e, "publish failed");
                 }
-                if let Some(st) = dests.get_mut(&dest) {
+                if let Some(st) = shared.lock().dests.get_mut(&dest) {
                     st.in_flight -= 1;
                 }
                 for t in trackers {
@@ -252,11 +331,101 @@ async fn run(
     }
 }
 
-fn enqueue(dests: &mut HashMap<Destination, DestState>, queued: &mut usize, item: Item) {
-    *queued += 1;
-    dests
-        .entry(item.dest.clone())
-        .or_default()
-        .queue
-        .push_back(item);
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::{StreamEvent, StreamKey, TokenSink};
+
+    /// Publishes only what the test lets through, one permit per publish, and keeps it.
+    #[derive(Debug)]
+    struct Gated {
+        permits: Semaphore,
+        published: Mutex<Vec<Vec<u64>>>,
+    }
+
+    #[async_trait]
+    impl TokenSink for Gated {
+        async fn publish(&self, _: &Destination, batch: &[TokenEnvelope]) -> Result<()> {
+            self.permits
+                .acquire()
+                .await
+                .map_err(|_| Error::Closed)?
+                .forget();
+            let seqs = batch.iter().map(|e| e.seq).collect();
+            self.published
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(seqs);
+            Ok(())
+        }
+    }
+
+    fn env(seq: u64) -> TokenEnvelope {
+        let key = StreamKey::new("s", "m");
+        TokenEnvelope::new(key, 1, seq, StreamEvent::token("x"))
+    }
+
+    #[tokio::test]
+    async fn a_full_batcher_makes_producers_wait_and_loses_nothing() {
+        let sink = Arc::new(Gated {
+            permits: Semaphore::new(0),
+            published: Mutex::default(),
+        });
+        let config = BatchConfig {
+            max_in_flight: 1,
+            max_batch: 2,
+            capacity: 2,
+            linger: Duration::ZERO,
+        };
+        let (batcher, task) = Batcher::spawn(sink.clone(), config, Arc::default());
+        let tracker = Arc::new(Tracker::default());
+        let dest = Destination::default();
+        // The first goes out at once (and waits at the gate); two more fill the queue.
+        for seq in 0..3 {
+            batcher.send(&dest, env(seq), &tracker).await.expect("send");
+            tokio::task::yield_now().await;
+        }
+        // (A tracker of its own: the send given up on counts an envelope never queued.)
+        let given_up = Arc::new(Tracker::default());
+        let full = tokio::time::timeout(
+            Duration::from_millis(200),
+            batcher.send(&dest, env(3), &given_up),
+        )
+        .await;
+        assert!(full.is_err(), "a send into a full batcher waits");
+        let producer = {
+            let tracker = tracker.clone();
+            tokio::spawn(async move {
+                for seq in 3..6 {
+                    batcher.send(&dest, env(seq), &tracker).await.expect("send");
+                }
+                batcher
+            })
+        };
+        sink.permits.add_permits(100);
+        let limit = Duration::from_secs(30);
+        let batcher = tokio::time::timeout(limit, producer)
+            .await
+            .expect("the producer gets room once publishes go out")
+            .expect("producer");
+        tokio::time::timeout(limit, tracker.settled())
+            .await
+            .expect("everything published")
+            .expect("all published");
+        drop(batcher);
+        task.await.expect("batcher task");
+        let published = sink.published.lock().unwrap_or_else(|p| p.into_inner());
+        let seqs: Vec<u64> = published.iter().flatten().copied().collect();
+        assert_eq!(
+            seqs,
+            vec![0, 1, 2, 3, 4, 5],
+            "every envelope once, in order"
+        );
+        assert!(published.iter().all(|b| b.len() <= 2), "{published:?}");
+    }
 }
