@@ -4,6 +4,8 @@ use std::borrow::Cow;
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use bytes::BytesMut;
+
 use crate::{StreamKey, TokenEnvelope};
 
 /// Why a gateway ended a client's stream early.
@@ -98,6 +100,21 @@ pub trait FrameEncoder: Send + Debug {
     }
     /// Frames for one event; may push none (a status a dialect does not show).
     fn encode(&mut self, event: &ClientEvent, out: &mut Vec<Frame>);
+
+    /// Appends the SSE text of the frames [`encode`](Self::encode) would push for `event`
+    /// to `out`, each as [`wire::sse::render`](crate::wire::sse::render) writes it; the SSE
+    /// body calls this for every event, into one buffer it reuses.
+    ///
+    /// The default calls `encode` and renders its frames. A dialect may override it to
+    /// write the text directly, without a `String` per frame; an override must write
+    /// exactly the default's bytes and change the encoder's state as `encode` does.
+    fn encode_sse(&mut self, event: &ClientEvent, out: &mut BytesMut) {
+        let mut frames = Vec::new();
+        self.encode(event, &mut frames);
+        for frame in &frames {
+            crate::wire::sse::render_into_bytes(frame, out);
+        }
+    }
 }
 
 /// A client dialect: makes one [`FrameEncoder`] per client stream.

@@ -13,21 +13,26 @@
 
 use std::io::{self, Write};
 
+use bytes::BytesMut;
 use serde::Serialize;
 use serde_json::ser::{Formatter, Serializer};
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn write_u_escape<W: ?Sized + Write>(w: &mut W, unit: u16) -> io::Result<()> {
-    let b = [
+    w.write_all(&u_escape(unit))
+}
+
+/// `\uXXXX`, lowercase hex.
+fn u_escape(unit: u16) -> [u8; 6] {
+    [
         b'\\',
         b'u',
         HEX[usize::from(unit >> 12)],
         HEX[usize::from((unit >> 8) & 0xf)],
         HEX[usize::from((unit >> 4) & 0xf)],
         HEX[usize::from(unit & 0xf)],
-    ];
-    w.write_all(&b)
+    ]
 }
 
 fn write_spaced_separator<W: ?Sized + Write>(w: &mut W, first: bool) -> io::Result<()> {
@@ -158,6 +163,67 @@ pub fn to_compact_json<T: Serialize + ?Sized>(value: &T) -> String {
 /// cannot be JSON gives `null`.
 pub fn to_spaced_json<T: Serialize + ?Sized>(value: &T) -> String {
     to_string_with(value, SpacedFormatter)
+}
+
+/// Appends `s` as a JSON string, quotes included, byte for byte as [`to_python_json`]
+/// writes it, escaping in place (the SSE fast path of seed 001 writes every token so).
+pub(crate) fn push_python_str(out: &mut BytesMut, s: &str) {
+    push_escaped(out, s, |b| {
+        (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\'
+    });
+}
+
+/// Appends `s` as a JSON string, quotes included, byte for byte as [`to_compact_json`]
+/// writes it (serde_json's escaping: `"`, `\` and controls only).
+pub(crate) fn push_compact_str(out: &mut BytesMut, s: &str) {
+    push_escaped(out, s, |b| b >= b' ' && b != b'"' && b != b'\\');
+}
+
+/// Writes `"s"`, copying runs of bytes that `plain` passes and escaping the rest: `"`, `\`
+/// and controls as serde_json does (`\n` …, else `\u00XX`), anything else (DEL, non-ASCII:
+/// only [`PythonFormatter`]'s `plain` stops there) as `\uXXXX` per UTF-16 unit.
+fn push_escaped(out: &mut BytesMut, s: &str, plain: impl Fn(u8) -> bool) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.extend_from_slice(b"\"");
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if plain(b) {
+            i += 1;
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        let short = match b {
+            b'"' => Some(b'"'),
+            b'\\' => Some(b'\\'),
+            0x08 => Some(b'b'),
+            0x0c => Some(b'f'),
+            b'\n' => Some(b'n'),
+            b'\r' => Some(b'r'),
+            b'\t' => Some(b't'),
+            _ => None,
+        };
+        if let Some(c) = short {
+            out.extend_from_slice(&[b'\\', c]);
+            i += 1;
+        } else if b.is_ascii() {
+            out.extend_from_slice(&u_escape(u16::from(b)));
+            i += 1;
+        } else {
+            // `i` is a char boundary: every earlier char was passed over whole.
+            let c = s[i..].chars().next().unwrap_or(char::REPLACEMENT_CHARACTER);
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.extend_from_slice(&u_escape(*unit));
+            }
+            i += c.len_utf8();
+        }
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.extend_from_slice(b"\"");
 }
 
 /// A float as Python's `repr(float)` writes it: shortest round-trip digits, positional

@@ -62,4 +62,6 @@ pub(crate) fn from_json<'a, T: Deserialize<'a>>(what: &'static str, bytes: &'a [
 }
 
 #[cfg(test)]
+mod encode_sse_tests;
+#[cfg(test)]
 mod fuzz_tests;

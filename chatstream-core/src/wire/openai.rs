@@ -20,9 +20,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
 use serde::Serialize;
 
-use super::json::to_compact_json;
+use super::json::{push_compact_str, to_compact_json};
+use super::sse::{push_id_line, render_into_bytes};
 use crate::{ClientEvent, ClientTransport, FinishReason, Frame, FrameEncoder};
 use crate::{StreamEvent, StreamKey, TokenEnvelope, Usage};
 
@@ -201,6 +203,9 @@ struct OpenAiEncoder {
     calls: u32,
     errored: bool,
     finished: bool,
+    /// A token chunk with empty content, and where its `""` is: what the SSE fast path
+    /// writes around a token's content. Made at the first token.
+    token_template: Option<(String, usize)>,
 }
 
 impl OpenAiEncoder {
@@ -218,6 +223,19 @@ impl OpenAiEncoder {
             choices: &choice,
             usage: self.include_usage.then_some(None),
         })
+    }
+
+    /// The data of a token chunk before and after the content's JSON string.
+    fn token_template(&mut self) -> Option<(&str, &str)> {
+        const CONTENT: &str = r#""content":"#;
+        if self.token_template.is_none() {
+            let chunk = self.chunk(DeltaOut::content(Some("")), None);
+            // The last one: the id and model come before the delta, and escape their quotes.
+            let at = chunk.rfind(r#""content":"""#)? + CONTENT.len();
+            self.token_template = Some((chunk, at));
+        }
+        let (chunk, at) = self.token_template.as_ref()?;
+        Some((&chunk[..*at], &chunk[*at + 2..]))
     }
 
     fn role_chunk(&mut self, seq: u64, out: &mut Vec<Frame>) {
@@ -317,6 +335,28 @@ impl FrameEncoder for OpenAiEncoder {
                 out.push(Frame::data(DONE));
             }
         }
+    }
+
+    /// Writes a token's chunk (after the first, which the role chunk precedes) straight into
+    /// `out`: the chunk's JSON around the content is made once, the content escaped in
+    /// place. Everything else goes through `encode`.
+    fn encode_sse(&mut self, event: &ClientEvent, out: &mut BytesMut) {
+        if let (false, true, ClientEvent::Envelope(env)) = (self.finished, self.role_sent, event) {
+            if let StreamEvent::Token { text } = &env.event {
+                if let Some((head, tail)) = self.token_template() {
+                    push_id_line(out, env.seq);
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(head.as_bytes());
+                    push_compact_str(out, text);
+                    out.extend_from_slice(tail.as_bytes());
+                    out.extend_from_slice(b"\n\n");
+                    return;
+                }
+            }
+        }
+        let mut frames = Vec::with_capacity(2);
+        self.encode(event, &mut frames);
+        frames.iter().for_each(|f| render_into_bytes(f, out));
     }
 }
 

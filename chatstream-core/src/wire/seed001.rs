@@ -11,9 +11,11 @@
 //! | reset (redelivery) | `data: {"reset": true, "attempt": N}`: the nearest equivalent; a seed 001 client, finding no `token`, ignores it, a newer one drops the text shown so far |
 //! | fault | `data: {"error": "…"}` then `data: __END__`, so `EventSource` clients stop |
 
+use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
-use super::json::to_python_json;
+use super::json::{push_python_str, to_python_json};
+use super::sse::{push_id_line, render_into_bytes};
 use crate::{ClientEvent, ClientTransport, Error, FrameEncoder, Result, StreamEvent, StreamKey};
 use crate::{Frame, TokenEnvelope};
 
@@ -99,6 +101,36 @@ impl FrameEncoder for Seed001Encoder {
                 out.push(Frame::data(END));
             }
         }
+    }
+
+    /// Writes a token's (or error's, or end's) frame straight into `out`, the JSON string
+    /// escaped in place: `id: N`, `data: {"token": "…"}` (one line: the escaping leaves no
+    /// line break), a blank line. Resets and faults go through `encode`.
+    fn encode_sse(&mut self, event: &ClientEvent, out: &mut BytesMut) {
+        if self.finished {
+            return;
+        }
+        let ClientEvent::Envelope(env) = event else {
+            let mut frames = Vec::with_capacity(2);
+            self.encode(event, &mut frames);
+            frames.iter().for_each(|f| render_into_bytes(f, out));
+            return;
+        };
+        let (open, text) = match &env.event {
+            StreamEvent::Token { text } => (&b"data: {\"token\": "[..], text),
+            StreamEvent::Error { message } => (&b"data: {\"error\": "[..], message),
+            StreamEvent::End { .. } => {
+                self.finished = true;
+                push_id_line(out, env.seq);
+                out.extend_from_slice(b"data: __END__\n\n");
+                return;
+            }
+            StreamEvent::Status { .. } | StreamEvent::ToolCall { .. } => return,
+        };
+        push_id_line(out, env.seq);
+        out.extend_from_slice(open);
+        push_python_str(out, text);
+        out.extend_from_slice(b"}\n\n");
     }
 }
 

@@ -1,8 +1,11 @@
 //! Server-sent events as text: rendering a [`Frame`] and parsing a response body the way a
 //! browser's `EventSource` does (the WHATWG rules, minus reconnection).
 //!
-//! Adapters with an SSE library of their own (axum) render frames with it; this module is for
-//! tests and for adapters without one.
+//! chatstream-axum's SSE body writes with it, through
+//! [`FrameEncoder::encode_sse`](crate::FrameEncoder::encode_sse) (whose overrides must write
+//! exactly what [`render`] does); tests parse with it.
+
+use bytes::BytesMut;
 
 use crate::Frame;
 
@@ -25,26 +28,82 @@ pub fn render(frame: &Frame) -> String {
     out
 }
 
-/// Appends what [`render`] returns to `out`, allocating nothing but `out`'s growth (an SSE
-/// body renders every frame of a chunk into one buffer).
+/// Appends what [`render`] returns to `out`, allocating nothing but `out`'s growth (to
+/// render several frames into one buffer).
 pub fn render_into(frame: &Frame, out: &mut String) {
-    use std::fmt::Write;
+    render_with(frame, out);
+}
+
+/// Appends what [`render`] returns to `out`, as bytes: what
+/// [`FrameEncoder::encode_sse`](crate::FrameEncoder::encode_sse) writes by default.
+pub fn render_into_bytes(frame: &Frame, out: &mut BytesMut) {
+    render_with(frame, out);
+}
+
+/// Where SSE text is written: a `String` or a `BytesMut`.
+trait TextOut {
+    fn push(&mut self, text: &str);
+    /// Pushes ASCII bytes (digits).
+    fn push_ascii(&mut self, ascii: &[u8]);
+}
+
+impl TextOut for String {
+    fn push(&mut self, text: &str) {
+        self.push_str(text);
+    }
+    fn push_ascii(&mut self, ascii: &[u8]) {
+        ascii.iter().for_each(|b| self.push(char::from(*b)));
+    }
+}
+
+impl TextOut for BytesMut {
+    fn push(&mut self, text: &str) {
+        self.extend_from_slice(text.as_bytes());
+    }
+    fn push_ascii(&mut self, ascii: &[u8]) {
+        self.extend_from_slice(ascii);
+    }
+}
+
+fn render_with(frame: &Frame, out: &mut impl TextOut) {
     if let Some(id) = frame.id {
-        out.push_str("id: ");
-        let _ = write!(out, "{id}");
-        out.push('\n');
+        out.push("id: ");
+        out.push_ascii(u64_digits(id, &mut [0; 20]));
+        out.push("\n");
     }
     if let Some(event) = &frame.event {
-        out.push_str("event: ");
-        out.push_str(event);
-        out.push('\n');
+        out.push("event: ");
+        out.push(event);
+        out.push("\n");
     }
     for line in split_lines(&frame.data) {
-        out.push_str("data: ");
-        out.push_str(line);
-        out.push('\n');
+        out.push("data: ");
+        out.push(line);
+        out.push("\n");
     }
-    out.push('\n');
+    out.push("\n");
+}
+
+/// `n` in decimal ASCII digits, written at the end of `buf` (what `format!("{n}")` gives,
+/// without the formatting machinery: an SSE body writes one per event).
+fn u64_digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[start..]
+}
+
+/// Appends the SSE line `id: {id}` and its line break to `out`, as [`render`] writes it.
+pub(crate) fn push_id_line(out: &mut BytesMut, id: u64) {
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(u64_digits(id, &mut [0; 20]));
+    out.extend_from_slice(b"\n");
 }
 
 /// Splits on `\r\n`, `\n` or `\r`, as SSE does; always yields at least one line.
@@ -52,7 +111,7 @@ fn split_lines(text: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(text);
     std::iter::from_fn(move || {
         let s = rest?;
-        match s.find(['\r', '\n']) {
+        match s.bytes().position(|b| b == b'\r' || b == b'\n') {
             Some(i) => {
                 let skip = if s[i..].starts_with("\r\n") { 2 } else { 1 };
                 rest = Some(&s[i + skip..]);
@@ -117,6 +176,23 @@ mod tests {
         let mut named = Frame::data("{}");
         named.event = Some("x".into());
         assert_eq!(render(&named), "event: x\ndata: {}\n\n");
+        for id in [0, 9, 10, 1_234_567, u64::MAX] {
+            assert_eq!(
+                render(&Frame::data("").with_id(id)),
+                format!("id: {id}\ndata: \n\n")
+            );
+            let mut bytes = BytesMut::new();
+            push_id_line(&mut bytes, id);
+            assert_eq!(&bytes[..], format!("id: {id}\n").as_bytes());
+        }
+        let frame = Frame::data("a\r\nb\rc\n\nd\n").with_id(3);
+        let mut bytes = BytesMut::new();
+        render_into_bytes(&frame, &mut bytes);
+        assert_eq!(&bytes[..], render(&frame).as_bytes());
+        assert_eq!(
+            render(&frame),
+            "id: 3\ndata: a\ndata: b\ndata: c\ndata: \ndata: d\ndata: \n\n"
+        );
     }
 
     #[test]
