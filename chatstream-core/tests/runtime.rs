@@ -351,6 +351,9 @@ async fn a_client_that_reads_nothing_is_cut_off_while_others_go_on() {
         &broker,
         GatewayConfig {
             client_buffer: 8,
+            // Less than the answer: by the time the slow client reads, the hub's history no
+            // longer holds what it missed, so it cannot catch up.
+            hub_history: 16,
             ..GatewayConfig::default()
         },
     );
@@ -398,6 +401,59 @@ async fn a_client_that_reads_nothing_is_cut_off_while_others_go_on() {
             .slow_consumers
             .load(std::sync::atomic::Ordering::Relaxed),
         1
+    );
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_a_whole_queue_behind_catches_up_from_the_hubs_history() {
+    let broker = InMemoryBroker::new();
+    let gated = GatedBackend::new(200, 0);
+    let config = WorkerConfig {
+        coalesce: CoalesceConfig::off(),
+        ..WorkerConfig::default()
+    };
+    let w = worker(&broker, Arc::new(gated.clone()), config);
+    let gw = gateway(
+        &broker,
+        GatewayConfig {
+            client_buffer: 8,
+            ..GatewayConfig::default()
+        },
+    );
+    let key = StreamKey::new("s", "behind");
+    let fast = gw.submit(ChatRequest::new(key.clone(), "x")).await.unwrap();
+    let mut behind = gw.subscribe(&key, None).await.unwrap();
+    // The first tokens, read at once; then 100 tokens while the client reads nothing (its
+    // queue holds 8); then the rest.
+    gated.release(5);
+    let mut events = Vec::new();
+    while tokens(&events).len() < 5 {
+        events.push(within(behind.next()).await.expect("an event"));
+    }
+    gated.release(100);
+    let fast = tokio::spawn(fast.collect::<Vec<_>>());
+    while gated.generated() < 105 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gated.release(95);
+    events.extend(within(behind.collect::<Vec<_>>()).await);
+    assert_eq!(
+        tokens(&events).concat(),
+        gated.answer(),
+        "the whole answer, in order: {:?}",
+        events.iter().find(|e| matches!(e, ClientEvent::Fault(_)))
+    );
+    assert_eq!(
+        gw.metrics()
+            .slow_consumers
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        tokens(&within(fast).await.unwrap()).concat(),
+        gated.answer()
     );
     w.shutdown().await;
 }
@@ -544,6 +600,55 @@ async fn a_stream_that_never_starts_times_out_instead_of_hanging() {
     })
     .await;
     assert_eq!(events, vec![ClientEvent::Fault(Fault::TimedOut)]);
+}
+
+/// Yields `n` one-word deltas, each as soon as it is polled (a model faster than any
+/// client), then `Stop`.
+#[derive(Debug)]
+struct AlwaysReady(usize);
+
+#[async_trait]
+impl LlmBackend for AlwaysReady {
+    async fn stream(&self, _: &ChatRequest, _: &Conversation) -> Result<LlmStream> {
+        let deltas = (0..self.0).map(|_| Ok(LlmEvent::TextDelta("word ".to_owned())));
+        let finish = std::iter::once(Ok(LlmEvent::Finish(FinishReason::Stop)));
+        Ok(futures::stream::iter(deltas.chain(finish)).boxed())
+    }
+}
+
+/// On one thread, a backend that never waits must not fill its client's queue faster than
+/// the client is run: the worker yields to the runtime as it publishes (its cooperative
+/// budget), so a client that reads as fast as it is scheduled is never cut off as slow,
+/// even though the in-memory broker hands envelopes to the gateway from the publisher's
+/// own call.
+#[tokio::test(flavor = "current_thread")]
+async fn an_always_ready_backend_does_not_cut_off_a_client_that_keeps_up() {
+    let broker = InMemoryBroker::new();
+    let answer_tokens = 20_000;
+    let w = worker(
+        &broker,
+        Arc::new(AlwaysReady(answer_tokens)),
+        WorkerConfig {
+            coalesce: CoalesceConfig::off(),
+            status_events: false,
+            ..WorkerConfig::default()
+        },
+    );
+    let gw = gateway(&broker, GatewayConfig::default());
+    let stream = gw
+        .submit(ChatRequest::new(StreamKey::new("fast", "model"), "go"))
+        .await
+        .unwrap();
+    // A task of its own, as each HTTP connection is.
+    let reader = tokio::spawn(stream.collect::<Vec<_>>());
+    let events = within(reader).await.unwrap();
+    let faults: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Fault(_)))
+        .collect();
+    assert!(faults.is_empty(), "{faults:?}");
+    assert_eq!(tokens(&events).len(), answer_tokens, "every token arrived");
+    w.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]

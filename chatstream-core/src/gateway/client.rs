@@ -254,7 +254,15 @@ impl State {
                 return Poll::Ready(m);
             }
             Poll::Ready(None) if self.rx.queue.lagged() => {
-                return Poll::Ready(HubMsg::Fault(Fault::SlowConsumer))
+                // Fell a whole queue behind: catch up from the hub's history if it still
+                // holds what came next, else the client is cut off.
+                return match self.lease.hub.catch_up(&self.rx.queue, self.last_seq) {
+                    Some(replay) => {
+                        self.replay = replay;
+                        self.poll_recv(cx)
+                    }
+                    None => Poll::Ready(HubMsg::Fault(Fault::SlowConsumer)),
+                };
             }
             Poll::Ready(None) => {
                 return Poll::Ready(HubMsg::Fault(Fault::Unavailable(

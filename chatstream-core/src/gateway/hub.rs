@@ -31,7 +31,8 @@ pub(crate) struct ClientQueue {
 #[derive(Debug, Default)]
 struct QueueState {
     items: VecDeque<HubMsg>,
-    /// The queue was full: the client is cut off once it has read what it holds.
+    /// The queue was full: nothing more is queued until the client, having read what it
+    /// holds, catches up from the hub's history ([`Hub::catch_up`]) or is cut off.
     lagged: bool,
     /// The client is gone.
     closed: bool,
@@ -327,6 +328,49 @@ impl Hub {
             hub: self.clone(),
             inner: inner.clone(),
         })
+    }
+
+    /// A client whose queue overflowed, now that it has read what the queue held: the
+    /// envelopes after `last_seq` from the hub's history, with the queue taking envelopes
+    /// again, or `None` when the history no longer reaches back that far (the client is then
+    /// cut off as a slow consumer). A burst larger than the client's queue (envelopes an
+    /// in-process broker hands over from one publish, before the client's task runs) costs
+    /// the client a replay, not the stream.
+    pub(crate) fn catch_up(
+        &self,
+        queue: &Arc<ClientQueue>,
+        last_seq: Option<u64>,
+    ) -> Option<VecDeque<Arc<TokenEnvelope>>> {
+        let mut st = self.lock();
+        let covered = match (st.trimmed_upto, last_seq) {
+            (None, _) => true,
+            (Some(t), Some(l)) => l >= t,
+            (Some(_), None) => false,
+        };
+        if !covered {
+            return None;
+        }
+        let replay = st
+            .history
+            .iter()
+            .filter(|e| last_seq.is_none_or(|l| e.seq > l))
+            .cloned()
+            .collect();
+        {
+            let mut q = queue.lock();
+            if q.closed || !q.items.is_empty() {
+                return None;
+            }
+            q.lagged = false;
+            // A fault raised while the queue refused envelopes is not in the history.
+            if let Some(fault) = &st.fault {
+                q.items.push_back(HubMsg::Fault(fault.clone()));
+            }
+        }
+        if st.fault.is_none() && !st.ended {
+            st.clients_tx.push(queue.clone());
+        }
+        Some(replay)
     }
 
     /// Removes a client; schedules teardown (and a cancel) when it was the last.

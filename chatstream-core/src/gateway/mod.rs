@@ -1,8 +1,9 @@
 //! The gateway runtime: submits requests and serves their streams to clients.
 //!
 //! One broker subscription per stream per gateway (a *hub*), shared by every local client of
-//! that stream; each client has a bounded buffer and is cut off with
-//! [`Fault::SlowConsumer`](crate::Fault) when it falls behind, so memory stays bounded. When
+//! that stream; each client has a bounded buffer, catches up from the hub's bounded history
+//! when the buffer overflows, and is cut off with [`Fault::SlowConsumer`](crate::Fault) when
+//! it falls further behind than that history, so memory stays bounded. When
 //! the last client of an unfinished stream goes away (and none comes back within
 //! [`GatewayConfig::cancel_grace`]), a cancel is published so the worker stops generating.
 
@@ -30,11 +31,15 @@ const SUBSCRIBE_LIMIT: Duration = Duration::from_secs(30);
 /// Gateway settings.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    /// Envelopes a client may fall behind before it is cut off. 1024: a hub's pump may run
-    /// twice between two turns of a client task, moving up to 128 envelopes each (tokio's
-    /// task budget); 256 cut off clients that kept pace in the per-token benchmark.
+    /// Envelopes queued for one client at most (its memory, allocated only while envelopes
+    /// wait). A client whose queue fills catches up from the hub's history once it has read
+    /// the queue, and is cut off as a slow consumer only when the history no longer holds
+    /// what it missed ([`GatewayConfig::hub_history`] behind). 1024: an in-process broker
+    /// hands a hub a whole publish at once, before the client's task runs.
     pub client_buffer: usize,
-    /// Envelopes a hub keeps so late local clients and reconnects replay without the broker.
+    /// Envelopes a hub keeps so late local clients and reconnects replay without the broker,
+    /// and a client that fell a whole queue behind catches up. 4096: how far behind a
+    /// client may fall before it is cut off.
     pub hub_history: usize,
     /// How long an unfinished stream with no client waits for one to come back before a
     /// cancel is published (EventSource reconnects within ~3 s by default).

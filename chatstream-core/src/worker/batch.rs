@@ -161,6 +161,10 @@ impl Batcher {
         env: TokenEnvelope,
         tracker: &Arc<Tracker>,
     ) -> Result<()> {
+        // A unit of the task's cooperative budget, as a channel send takes: a backend that
+        // is always ready yields to the runtime every so often instead of filling the queues
+        // (and, in process, its clients' queues) faster than the clients are run.
+        tokio::task::consume_budget().await;
         tracker.add();
         let item = Item {
             env,
