@@ -132,7 +132,8 @@ impl SseBody {
     ) -> Self {
         let mut frames = Vec::new();
         encoder.open(&mut frames);
-        let mut buffer = BytesMut::with_capacity(BUFFER);
+        // Allocated at the first event, not here: an idle stream holds no buffer.
+        let mut buffer = BytesMut::new();
         frames
             .iter()
             .for_each(|f| render_into_bytes(f, &mut buffer));

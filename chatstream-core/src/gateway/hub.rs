@@ -1,12 +1,12 @@
 //! A hub: one broker subscription of one stream, fanned out to the local clients.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -149,8 +149,11 @@ pub(crate) struct Hub {
     inner: Weak<Inner>,
     created: Instant,
     /// Set once the broker subscription is in place (or failed), so a submit never races
-    /// ahead of it on brokers that keep no history.
-    ready: watch::Sender<bool>,
+    /// ahead of it on brokers that keep no history. A flag and a `Notify` inside the hub,
+    /// not a watch channel: that is a separate allocation of about 500 bytes per stream.
+    ready: AtomicBool,
+    /// Wakes the submits waiting for `ready`.
+    ready_notify: Notify,
 }
 
 /// A hub's broker subscription, or what stops it while it is being made.
@@ -189,7 +192,8 @@ impl Hub {
             subscription: Mutex::new(SubscriptionSlot::default()),
             inner: Arc::downgrade(inner),
             created: Instant::now(),
-            ready: watch::channel(false).0,
+            ready: AtomicBool::new(false),
+            ready_notify: Notify::new(),
         });
         let task = tokio::spawn(subscribe(hub.clone(), inner.clone()));
         let mut slot = hub.lock_subscription();
@@ -216,17 +220,27 @@ impl Hub {
             subscription: Mutex::new(SubscriptionSlot::default()),
             inner: Weak::new(),
             created: Instant::now(),
-            ready: watch::channel(true).0,
+            ready: AtomicBool::new(true),
+            ready_notify: Notify::new(),
         })
     }
 
     /// Waits until the broker subscription is in place (or has failed), at most `limit`.
     pub(crate) async fn ready(&self, limit: Duration) -> crate::Result<()> {
-        let mut rx = self.ready.subscribe();
-        let ready =
-            tokio::time::timeout(limit, async move { rx.wait_for(|r| *r).await.is_ok() }).await;
+        let ready = tokio::time::timeout(limit, async {
+            loop {
+                let notified = self.ready_notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.ready.load(Ordering::Acquire) {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
         match ready {
-            Ok(_) => Ok(()),
+            Ok(()) => Ok(()),
             Err(_) => Err(Error::Timeout("broker subscription")),
         }
     }
@@ -459,6 +473,9 @@ impl Hub {
         };
         if let Some(task) = setup {
             task.abort();
+            // No subscription will come: nobody waits for one in vain.
+            self.ready.store(true, Ordering::Release);
+            self.ready_notify.notify_waiters();
         }
         // Dropped outside the slot's lock: stopping may take the source's own lock.
         drop(subscription);
@@ -499,5 +516,6 @@ async fn subscribe(hub: Arc<Hub>, inner: Arc<Inner>) {
         }
         Err(e) => hub.fail(fault_of(&e)),
     }
-    hub.ready.send_replace(true);
+    hub.ready.store(true, Ordering::Release);
+    hub.ready_notify.notify_waiters();
 }

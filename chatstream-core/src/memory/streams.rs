@@ -23,7 +23,9 @@ struct StreamLog {
     evicted_upto: Option<u64>,
     ended: bool,
     last_activity: Instant,
-    tx: broadcast::Sender<Arc<TokenEnvelope>>,
+    /// The live channel of `subscribe` streams, made for the first of them (its slots are
+    /// allocated up front, and the gateway's hubs subscribe with `subscribe_into` instead).
+    tx: Option<broadcast::Sender<Arc<TokenEnvelope>>>,
     /// The `subscribe_into` receivers, called by `append` under the lock, by id.
     receivers: Vec<(u64, Arc<dyn EnvelopeReceiver>)>,
 }
@@ -35,7 +37,7 @@ impl StreamLog {
             evicted_upto: None,
             ended: false,
             last_activity: now,
-            tx: broadcast::channel(LIVE_CAPACITY).0,
+            tx: None,
             receivers: Vec::new(),
         }
     }
@@ -101,8 +103,8 @@ impl Streams {
                         log.evicted_upto = Some(old.seq);
                     }
                 }
-                if log.tx.receiver_count() > 0 {
-                    let _ = log.tx.send(env.clone());
+                if let Some(tx) = log.tx.as_ref().filter(|tx| tx.receiver_count() > 0) {
+                    let _ = tx.send(env.clone());
                 }
                 // Under the lock, so each receiver gets every stream's envelopes in order.
                 log.receivers.retain(|(_, r)| r.envelope(env.clone()));
@@ -136,7 +138,7 @@ impl Streams {
                 return true;
             }
             idle < self.stale_after.max(self.retention)
-                || log.tx.receiver_count() > 0
+                || log.tx.as_ref().is_some_and(|tx| tx.receiver_count() > 0)
                 || !log.receivers.is_empty()
         });
     }
@@ -190,7 +192,10 @@ impl Streams {
             // Resumed at or after the End: the End again, so the subscriber learns it is over.
             replay.extend(log.entries.back().cloned());
         }
-        Ok((replay, log.tx.subscribe()))
+        let tx = log
+            .tx
+            .get_or_insert_with(|| broadcast::channel(LIVE_CAPACITY).0);
+        Ok((replay, tx.subscribe()))
     }
 
     pub(crate) fn subscribe(
