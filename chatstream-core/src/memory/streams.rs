@@ -31,6 +31,28 @@ struct StreamLog {
 }
 
 impl StreamLog {
+    /// The envelopes after `after_seq` still held (the End again when resumed at or after
+    /// it, so the subscriber learns the stream is over); `HistoryLost` when some are gone.
+    fn replay(&self, after_seq: Option<u64>) -> Result<VecDeque<Arc<TokenEnvelope>>> {
+        if let Some(evicted) = self.evicted_upto {
+            if after_seq.is_none_or(|a| evicted > a) {
+                return Err(Error::HistoryLost {
+                    after_seq: after_seq.unwrap_or(0),
+                });
+            }
+        }
+        let mut replay: VecDeque<_> = self
+            .entries
+            .iter()
+            .filter(|e| after_seq.is_none_or(|a| e.seq > a))
+            .cloned()
+            .collect();
+        if replay.is_empty() && self.ended {
+            replay.extend(self.entries.back().cloned());
+        }
+        Ok(replay)
+    }
+
     fn new(now: Instant) -> Self {
         Self {
             entries: VecDeque::new(),
@@ -175,23 +197,7 @@ impl Streams {
         let log = logs
             .entry(key.clone())
             .or_insert_with(|| StreamLog::new(now));
-        if let Some(evicted) = log.evicted_upto {
-            if after_seq.is_none_or(|a| evicted > a) {
-                return Err(Error::HistoryLost {
-                    after_seq: after_seq.unwrap_or(0),
-                });
-            }
-        }
-        let mut replay: VecDeque<_> = log
-            .entries
-            .iter()
-            .filter(|e| after_seq.is_none_or(|a| e.seq > a))
-            .cloned()
-            .collect();
-        if replay.is_empty() && log.ended {
-            // Resumed at or after the End: the End again, so the subscriber learns it is over.
-            replay.extend(log.entries.back().cloned());
-        }
+        let replay = log.replay(after_seq)?;
         let tx = log
             .tx
             .get_or_insert_with(|| broadcast::channel(LIVE_CAPACITY).0);
@@ -231,27 +237,9 @@ impl Streams {
         let log = logs
             .entry(key.clone())
             .or_insert_with(|| StreamLog::new(now));
-        if let Some(evicted) = log.evicted_upto {
-            if after_seq.is_none_or(|a| evicted > a) {
-                return Err(Error::HistoryLost {
-                    after_seq: after_seq.unwrap_or(0),
-                });
-            }
-        }
-        let mut replay = log
-            .entries
-            .iter()
-            .filter(|e| after_seq.is_none_or(|a| e.seq > a))
-            .peekable();
         let mut wants_more = true;
-        if replay.peek().is_none() && log.ended {
-            // Resumed at or after the End: the End again, so the receiver learns it is over.
-            if let Some(end) = log.entries.back() {
-                wants_more = receiver.envelope(end.clone());
-            }
-        }
-        for env in replay {
-            if !receiver.envelope(env.clone()) {
+        for env in log.replay(after_seq)? {
+            if !receiver.envelope(env) {
                 wants_more = false;
                 break;
             }
