@@ -166,49 +166,50 @@ impl Batcher {
         // (and, in process, its clients' queues) faster than the clients are run.
         tokio::task::consume_budget().await;
         tracker.add();
-        let item = Item {
+        let mut item = Item {
             env,
             tracker: tracker.clone(),
         };
-        let mut item = Some(item);
         loop {
-            // The waiter for room is made only once the queues were found full.
+            // The waiter for room is made (and registered) only once the queues were found
+            // full, then they are looked at once more before waiting.
             let room = self.shared.room.notified();
             tokio::pin!(room);
-            let mut waiting = false;
-            loop {
-                {
-                    let mut q = self.shared.lock();
-                    if q.queued < self.shared.capacity {
-                        let idle = q.queued == 0;
-                        q.queued += 1;
-                        let item = item.take().ok_or(Error::Closed)?;
-                        match q.dests.get_mut(dest) {
-                            Some(st) => st.queue.push_back(item),
-                            None => {
-                                let mut st = DestState::default();
-                                st.queue.push_back(item);
-                                q.dests.insert(dest.clone(), st);
-                            }
-                        }
-                        drop(q);
-                        // With envelopes already queued the task is awake, or looks again
-                        // when its publish in flight returns.
-                        if idle {
-                            self.shared.work.notify_one();
-                        }
-                        return Ok(());
-                    }
-                }
-                if waiting {
-                    break;
-                }
-                // Full: register for room, then look once more before waiting.
-                room.as_mut().enable();
-                waiting = true;
-            }
+            let Some(full) = self.try_queue(dest, item) else {
+                return Ok(());
+            };
+            room.as_mut().enable();
+            let Some(full) = self.try_queue(dest, full) else {
+                return Ok(());
+            };
+            item = full;
             room.await;
         }
+    }
+
+    /// Queues `item` for `dest`, or hands it back when the batcher is full. Wakes the task
+    /// when the queues were empty: with envelopes already queued the task is awake, or looks
+    /// again when its publish in flight returns.
+    fn try_queue(&self, dest: &Destination, item: Item) -> Option<Item> {
+        let mut q = self.shared.lock();
+        if q.queued >= self.shared.capacity {
+            return Some(item);
+        }
+        let idle = q.queued == 0;
+        q.queued += 1;
+        match q.dests.get_mut(dest) {
+            Some(st) => st.queue.push_back(item),
+            None => {
+                let mut st = DestState::default();
+                st.queue.push_back(item);
+                q.dests.insert(dest.clone(), st);
+            }
+        }
+        drop(q);
+        if idle {
+            self.shared.work.notify_one();
+        }
+        None
     }
 }
 
