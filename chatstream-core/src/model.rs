@@ -375,6 +375,26 @@ pub struct TokenEnvelope {
     pub event: StreamEvent,
 }
 
+/// The envelopes of a stream's kept log that follow `after_seq` (all of them for `None`),
+/// in order; resumed at or after the End of an `ended` stream, the End again, so the
+/// subscriber learns the stream is over instead of waiting. The broker's log and a gateway
+/// hub's history both replay this way.
+pub(crate) fn replay_after(
+    log: &std::collections::VecDeque<Arc<TokenEnvelope>>,
+    ended: bool,
+    after_seq: Option<u64>,
+) -> std::collections::VecDeque<Arc<TokenEnvelope>> {
+    let mut replay: std::collections::VecDeque<_> = log
+        .iter()
+        .filter(|e| after_seq.is_none_or(|a| e.seq > a))
+        .cloned()
+        .collect();
+    if replay.is_empty() && ended {
+        replay.extend(log.back().cloned());
+    }
+    replay
+}
+
 impl TokenEnvelope {
     /// The first `seq` of an attempt: `(attempt - 1) << 32`. Attempt 1 starts at 0.
     pub fn seq_base(attempt: u32) -> u64 {

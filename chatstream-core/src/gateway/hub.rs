@@ -125,6 +125,12 @@ struct HubState {
 }
 
 impl HubState {
+    /// Whether `history` still holds every envelope after `after_seq` it ever held.
+    fn holds_all_after(&self, after_seq: Option<u64>) -> bool {
+        self.trimmed_upto
+            .is_none_or(|t| after_seq.is_some_and(|a| a >= t))
+    }
+
     /// Queues `msg` for every client; a client whose queue is full is cut off.
     fn send_all(&mut self, msg: &HubMsg, bound: usize) {
         self.clients_tx.retain(|c| c.push(msg.clone(), bound));
@@ -264,10 +270,7 @@ impl Hub {
             (Some(s), Some(a)) => a >= s,
             (Some(_), None) => false,
         };
-        from_start
-            && st
-                .trimmed_upto
-                .is_none_or(|t| after_seq.is_some_and(|a| a >= t))
+        from_start && st.holds_all_after(after_seq)
     }
 
     /// Keeps `env` and queues it for every client; true when it is the End.
@@ -314,16 +317,7 @@ impl Hub {
         after_seq: Option<u64>,
     ) -> ClientStream {
         let mut st = self.lock();
-        let mut replay: VecDeque<_> = st
-            .history
-            .iter()
-            .filter(|e| after_seq.is_none_or(|a| e.seq > a))
-            .cloned()
-            .collect();
-        if replay.is_empty() && st.ended {
-            // Resumed after the end: the End again, so the client learns the stream is over.
-            replay.extend(st.history.back().cloned());
-        }
+        let replay = crate::model::replay_after(&st.history, st.ended, after_seq);
         let queue = Arc::new(ClientQueue::default());
         st.clients_tx.push(queue.clone());
         let rx = ClientRx { queue };
@@ -356,20 +350,10 @@ impl Hub {
         last_seq: Option<u64>,
     ) -> Option<VecDeque<Arc<TokenEnvelope>>> {
         let mut st = self.lock();
-        let covered = match (st.trimmed_upto, last_seq) {
-            (None, _) => true,
-            (Some(t), Some(l)) => l >= t,
-            (Some(_), None) => false,
-        };
-        if !covered {
+        if !st.holds_all_after(last_seq) {
             return None;
         }
-        let replay = st
-            .history
-            .iter()
-            .filter(|e| last_seq.is_none_or(|l| e.seq > l))
-            .cloned()
-            .collect();
+        let replay = crate::model::replay_after(&st.history, st.ended, last_seq);
         {
             let mut q = queue.lock();
             if q.closed || !q.items.is_empty() {

@@ -41,16 +41,11 @@ impl StreamLog {
                 });
             }
         }
-        let mut replay: VecDeque<_> = self
-            .entries
-            .iter()
-            .filter(|e| after_seq.is_none_or(|a| e.seq > a))
-            .cloned()
-            .collect();
-        if replay.is_empty() && self.ended {
-            replay.extend(self.entries.back().cloned());
-        }
-        Ok(replay)
+        Ok(crate::model::replay_after(
+            &self.entries,
+            self.ended,
+            after_seq,
+        ))
     }
 
     fn new(now: Instant) -> Self {
