@@ -233,24 +233,19 @@ impl State {
         if *self.shutdown.borrow() {
             return Poll::Ready(HubMsg::Fault(Fault::ShuttingDown));
         }
-        // The common case: the client was woken because an envelope was queued. Take it
-        // without registering anything, unless the stream's deadline has passed: then the
-        // timer below decides, before the queue.
+        // Past the stream's deadline it times out, whatever is queued.
         let now = Instant::now();
-        if self.deadline.is_none_or(|d| d > now) {
-            if let Some(m) = self.rx.queue.try_recv() {
-                self.last_activity = now;
-                return Poll::Ready(m);
-            }
-        } else {
+        if self.deadline.is_some_and(|d| d <= now) {
             return Poll::Ready(HubMsg::Fault(Fault::TimedOut));
         }
-        // Nothing queued: wait for the queue, the gateway's shutdown or the timer, in that
-        // order. Neither of the last two starves: each call checks the shutdown and the
-        // deadline above first, and the idle timer matters only while the queue is empty.
+        // The queue: the common case is a client woken for an envelope, taken here with
+        // nothing registered. Else the queue's waker is set and the gateway's shutdown and
+        // the timer are looked at, in that order. Neither starves: each call checks the
+        // shutdown and the deadline above first, and the idle timer matters only while the
+        // queue is empty.
         match self.rx.queue.poll_recv(cx) {
             Poll::Ready(Some(m)) => {
-                self.last_activity = Instant::now();
+                self.last_activity = now;
                 return Poll::Ready(m);
             }
             Poll::Ready(None) if self.rx.queue.lagged() => {

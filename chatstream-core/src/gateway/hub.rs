@@ -81,12 +81,7 @@ impl ClientQueue {
         Poll::Pending
     }
 
-    /// The next message if one is queued, without waiting or registering a waker.
-    pub(crate) fn try_recv(&self) -> Option<HubMsg> {
-        self.lock().items.pop_front()
-    }
-
-    /// Whether the client was cut off for falling behind.
+    /// Whether the queue overflowed: the client fell a whole queue behind.
     pub(crate) fn lagged(&self) -> bool {
         self.lock().lagged
     }
