@@ -422,9 +422,9 @@ async fn generate(
             return Outcome::GiveBack(e);
         }
     }
-    let deadline = Instant::now() + ctx.config.generation_timeout;
-    let acker = out.acker;
     let started = Instant::now();
+    let deadline = started + ctx.config.generation_timeout;
+    let acker = out.acker;
     // One timer for the generation's deadline, the check whether the broker took the
     // request back (every `LOST_CHECK` while quiet) and the coalescer's flush: made once,
     // moved only when the earliest of them changes.
