@@ -37,8 +37,9 @@ pub const KEEP_ALIVE: &str = ": keep-alive\n\n";
 const MAX_EVENTS_PER_CHUNK: usize = 64;
 /// Bytes of SSE text gathered into one chunk, about, before it is sent.
 const MAX_CHUNK: usize = 16 * 1024;
-/// The body's buffer: its size when made, and the room made at the start of each chunk
-/// (taking back the space of chunks already sent, or allocating when one is still held).
+/// The body's buffer: its size when first allocated (at the first event), and the room made
+/// at the start of each chunk (taking back the space of chunks already sent, or allocating
+/// when one is still held).
 const BUFFER: usize = 1024;
 const CHUNK_ROOM: usize = 256;
 /// A buffer grown past this by a burst is let go with the burst's chunk, so an idle

@@ -289,15 +289,11 @@ impl RequestSink for InMemoryBroker {
 
 #[async_trait]
 impl TokenSink for InMemoryBroker {
-    async fn publish(&self, _destination: &Destination, batch: &[TokenEnvelope]) -> Result<()> {
-        self.inner.publishes.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .envelopes
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.inner.streams.append(batch.iter().cloned());
-        Ok(())
+    async fn publish(&self, destination: &Destination, batch: &[TokenEnvelope]) -> Result<()> {
+        self.publish_owned(destination, batch.to_vec()).await
     }
 
+    /// Keeps the envelopes as they are (`publish` keeps copies).
     async fn publish_owned(
         &self,
         _destination: &Destination,
